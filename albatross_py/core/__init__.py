@@ -1,0 +1,1 @@
+"""Pure admission logic: names, the policy tree, the resource map, restart rules."""
