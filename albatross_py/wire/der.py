@@ -86,9 +86,24 @@ def tlv(tag: int, content: bytes) -> bytes:
     return bytes([tag]) + encode_length(len(content)) + content
 
 
+Parts = list[bytes]
+
+
+def tlv_parts(tag: int, content: Parts) -> Parts:
+    """A TLV as a list of chunks: the header is prepended, no content is copied."""
+    return [bytes([tag]) + encode_length(sum(map(len, content))), *content]
+
+
 def read_tlv(data: memoryview, pos: int) -> tuple[int, memoryview, int]:
     """Read one TLV at ``pos``: (tag, content, position after it)."""
     end = len(data)
+    # fast path: low tag number, short-form length (nearly every value)
+    if pos + 2 <= end:
+        tag, first = data[pos], data[pos + 1]
+        if first < 0x80 and tag & 0x1F != 0x1F:
+            stop = pos + 2 + first
+            if stop <= end:
+                return tag, data[pos + 2 : stop], stop
     if pos >= end:
         raise WireError("unexpected end of data: expected a value")
     tag = data[pos]
@@ -131,6 +146,11 @@ class Schema:
     tags: frozenset[int] = frozenset()
 
     def encode(self, value: Any) -> bytes:
+        return b"".join(self.parts(value))
+
+    def parts(self, value: Any) -> Parts:
+        """The encoding as chunks; joined once at the top, so large octet
+        strings (images) are copied once while encoding, not once per level."""
         raise NotImplementedError  # abstract: every concrete schema overrides it
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
@@ -148,11 +168,13 @@ class _Primitive(Schema):
     def __init__(self) -> None:
         self.tags = frozenset({self.tag})
 
-    def encode(self, value: Any) -> bytes:
-        return tlv(self.tag, self.encode_content(value))
+    def parts(self, value: Any) -> Parts:
+        content = self.encode_content(value)
+        return [bytes([self.tag]) + encode_length(len(content)), content]
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
-        self.expect(tag)
+        if tag != self.tag:
+            self.expect(tag)
         return self.decode_content(bytes(content))
 
     def encode_content(self, value: Any) -> bytes:
@@ -331,8 +353,8 @@ class Explicit(Schema):
         self.n, self.inner = n, inner
         self.tags = frozenset({0xA0 | n})
 
-    def encode(self, value: Any) -> bytes:
-        return tlv(0xA0 | self.n, self.inner.encode(value))
+    def parts(self, value: Any) -> Parts:
+        return tlv_parts(0xA0 | self.n, self.inner.parts(value))
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
         self.expect(tag)
@@ -359,22 +381,25 @@ class Sequence_(Schema):
         self.tag = tag
         self.tags = frozenset({tag})
 
-    def encode(self, value: dict[str, Any]) -> bytes:
-        parts = []
+    def parts(self, value: dict[str, Any]) -> Parts:
+        parts: Parts = []
         for f in self.fields:
             v = value.get(f.name)
             if v is None:
                 if f.optional:
                     continue
                 raise WireError(f"missing field {f.name}")
-            parts.append(f.schema.encode(v))
-        return tlv(self.tag, b"".join(parts))
+            parts += f.schema.parts(v)
+        return tlv_parts(self.tag, parts)
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> dict[str, Any]:
-        self.expect(tag)
-        check_depth(depth)
+        if tag != self.tag:
+            self.expect(tag)
+        if depth > MAX_DEPTH:
+            check_depth(depth)
         out: dict[str, Any] = {}
         pos, end = 0, len(content)
+        depth += 1
         for f in self.fields:
             if pos >= end:
                 if not f.optional:
@@ -382,10 +407,11 @@ class Sequence_(Schema):
                 out[f.name] = None
                 continue
             t, c, nxt = read_tlv(content, pos)
-            if f.optional and t not in f.schema.tags:
+            schema = f.schema
+            if f.optional and t not in schema.tags:
                 out[f.name] = None
                 continue
-            out[f.name] = f.schema.decode_tlv(t, c, depth + 1)
+            out[f.name] = schema.decode_tlv(t, c, depth)
             pos = nxt
         if pos != end:
             t, _, _ = read_tlv(content, pos)
@@ -401,11 +427,16 @@ class SequenceOf(Schema):
         self.set_of = set_of
         self.tags = frozenset({TAG_SET if set_of else TAG_SEQUENCE})
 
-    def encode(self, value: Iterable[Any]) -> bytes:
-        items = [self.inner.encode(v) for v in value]
+    def parts(self, value: Iterable[Any]) -> Parts:
+        tag = TAG_SET if self.set_of else TAG_SEQUENCE
         if self.set_of:
-            items.sort()  # bytes order: byte-wise, shorter first on a common prefix
-        return tlv(TAG_SET if self.set_of else TAG_SEQUENCE, b"".join(items))
+            items = sorted(self.inner.encode(v) for v in value)
+            # bytes order is DER's: byte-wise, shorter first on a common prefix
+            return tlv_parts(tag, items)
+        parts: Parts = []
+        for v in value:
+            parts += self.inner.parts(v)
+        return tlv_parts(tag, parts)
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> list[Any]:
         self.expect(tag)
@@ -435,13 +466,13 @@ class Choice(Schema):
         self.by_name = {name: sch for name, sch in self.by_tag.values()}
         self.tags = frozenset(self.by_tag)
 
-    def encode(self, value: tuple[str, Any]) -> bytes:
+    def parts(self, value: tuple[str, Any]) -> Parts:
         name, inner = value
         try:
             schema = self.by_name[name]
         except KeyError:
             raise WireError(f"{self.what}: no alternative {name!r}") from None
-        return schema.encode(inner)
+        return schema.parts(inner)
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> tuple[str, Any]:
         try:
@@ -468,8 +499,8 @@ class Map(Schema):
         self.inner, self._dec, self._enc, self.what = inner, decode, encode, what
         self.tags = inner.tags
 
-    def encode(self, value: Any) -> bytes:
-        return self.inner.encode(self._enc(value))
+    def parts(self, value: Any) -> Parts:
+        return self.inner.parts(self._enc(value))
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
         raw = self.inner.decode_tlv(tag, content, depth)
@@ -498,8 +529,8 @@ class Lazy(Schema):
     def tags(self) -> frozenset[int]:  # type: ignore[override]
         return self.schema.tags
 
-    def encode(self, value: Any) -> bytes:
-        return self.schema.encode(value)
+    def parts(self, value: Any) -> Parts:
+        return self.schema.parts(value)
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
         return self.schema.decode_tlv(tag, content, depth)

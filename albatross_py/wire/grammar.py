@@ -108,7 +108,7 @@ class Rejected(der.Schema):
         self.message = message
         self.tags = Null().tags
 
-    def encode(self, value: Any) -> bytes:
+    def parts(self, value: Any) -> der.Parts:
         raise WireError(self.message)
 
     def decode_tlv(self, tag: int, content: memoryview, depth: int) -> Any:
