@@ -11,6 +11,7 @@ albatrossd applies them.
 from __future__ import annotations
 
 import enum
+import signal as signal_module
 from dataclasses import dataclass, replace
 
 from albatross_py.wire.types import FailBehaviour, UnikernelConfig
@@ -29,6 +30,8 @@ class ExitKind(enum.Enum):
     EXITED = "exit"
     SIGNALLED = "signal"
     STOPPED = "stop"
+    #: the status was lost (the process was reaped by someone else)
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +60,28 @@ class ExitStatus:
             return cls.signalled(-returncode)
         return cls.exited(returncode)
 
+    @classmethod
+    def unknown(cls) -> ExitStatus:
+        return cls(ExitKind.UNKNOWN, 0)
+
     @property
     def code(self) -> int | None:
         return self.value if self.kind is ExitKind.EXITED else None
 
     @property
     def signal(self) -> int | None:
-        return None if self.kind is ExitKind.EXITED else self.value
+        return self.value if self.kind in (ExitKind.SIGNALLED, ExitKind.STOPPED) else None
 
     def __str__(self) -> str:
-        return f"{self.kind.value} {self.value}"
+        if self.kind is ExitKind.UNKNOWN:
+            return "unknown exit"
+        if self.kind is ExitKind.EXITED:
+            return f"exit {self.value}"
+        try:
+            name = signal_module.Signals(self.value).name
+        except ValueError:
+            name = str(self.value)
+        return f"{self.kind.value} {name}"
 
 
 def should_restart(fail_behaviour: FailBehaviour, status: ExitStatus) -> bool:
