@@ -192,7 +192,9 @@ class Integer(_Primitive):
             raise WireError(f"INTEGER needs an int, got {type(value).__name__}")
         if not INT_MIN <= value <= INT_MAX:
             raise WireError(f"INTEGER {value} does not fit 63 bits")
-        return value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True)
+        # minimal two's complement: one sign bit more than the magnitude needs
+        bits = value.bit_length() if value >= 0 else (~value).bit_length()
+        return value.to_bytes(bits // 8 + 1, "big", signed=True)
 
     def decode_content(self, content: bytes) -> int:
         if not content:

@@ -243,3 +243,17 @@ def test_old_encoders_refuse_several_cpuids() -> None:
     reply = ReplyUnikernelInfo(((Name.of_string("x"), info),), InfoVersion.OLD5)
     with pytest.raises(der.WireError, match="one cpuid"):
         encode_wire(Wire(HELLO, reply))
+
+
+@pytest.mark.parametrize(
+    ("value", "octets"),
+    [
+        (0, "00"), (127, "7f"), (128, "0080"), (255, "00ff"), (256, "0100"),
+        (-1, "ff"), (-128, "80"), (-129, "ff7f"), (-256, "ff00"), (-257, "feff"),
+        (2**62 - 1, "3fffffffffffffff"), (-(2**62), "c000000000000000"),
+    ],
+)  # fmt: skip
+def test_integer_encoding_is_minimal_twos_complement(value: int, octets: str) -> None:
+    enc = der.Integer().encode(value)
+    assert enc[2:].hex() == octets
+    assert der.decode(der.Integer(), enc) == value

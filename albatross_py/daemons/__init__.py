@@ -1,0 +1,1 @@
+"""The daemons: one module per executable (console, vmmd, stats, tls endpoint, ...)."""

@@ -1,0 +1,139 @@
+"""albatrossd's connections to its helper daemons (spec 2.4, 3.8).
+
+* :class:`ConsoleLink`: one persistent connection to albatross-console;
+  ``Console_add`` before every start, each with the next sequence number,
+  the reply must carry the same one.  albatross dies when the console is not
+  up; we keep serving, reconnect on the next create and refuse that create
+  with a message saying what is missing.
+* :class:`StatsLink`: albatross-stats connects to *us* and sends
+  ``Stats_initial``; from then on we send ``Stats_add``/``Stats_remove`` on
+  that connection and it answers.  Without a stats daemon stats messages are
+  dropped ("ignoring stat"), as in albatross.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from albatross_py.core.names import Name
+from albatross_py.transport import FramedStream, connect_unix
+from albatross_py.wire import WireError
+from albatross_py.wire.messages import (
+    Command,
+    ConsoleAdd,
+    Failure,
+    Header,
+    ReplyEmpty,
+    StatsAdd,
+    StatsRemove,
+    Wire,
+)
+
+log = logging.getLogger("albatrossd")
+
+#: How long albatrossd waits for a helper daemon's answer.
+PEER_TIMEOUT = 10.0
+
+
+class PeerError(Exception):
+    """A helper daemon could not be reached or refused; the message says which."""
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.stream: FramedStream | None = None
+        self.sequence = 1
+        self.lock = trio.Lock()
+
+    async def _request(self, name: Name, cmd: Command) -> object:
+        assert self.stream is not None
+        seq = self.sequence
+        self.sequence += 1
+        with trio.fail_after(PEER_TIMEOUT):
+            await self.stream.write_wire(Wire(Header(sequence=seq, name=name), cmd))
+            reply = await self.stream.read_wire()
+        if reply is None:
+            raise PeerError("connection closed")
+        if reply.header.sequence != seq:
+            raise PeerError("wrong sequence number received")
+        if isinstance(reply.payload, Failure):
+            raise PeerError(reply.payload.message)
+        return reply.payload
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            with trio.move_on_after(1):
+                await stream.aclose()
+
+
+class ConsoleLink(_Link):
+    def __init__(self, socket: Path) -> None:
+        super().__init__()
+        self.socket = socket
+
+    async def connect(self) -> None:
+        try:
+            self.stream = FramedStream(await connect_unix(self.socket))
+        except OSError as exc:
+            raise PeerError(
+                f"albatross-console is not running (cannot connect to {self.socket}: "
+                f"{exc.strerror or exc})"
+            ) from None
+
+    async def add(self, name: Name, limit: int) -> None:
+        """Ask the console daemon to open the VM's FIFO (before the VM starts)."""
+        async with self.lock:
+            for attempt in (1, 2):
+                if self.stream is None:
+                    await self.connect()
+                try:
+                    await self._request(name, ConsoleAdd(limit))
+                    return
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                        WireError) as exc:  # fmt: skip
+                    await self.close()  # a stale connection: reconnect once
+                    if attempt == 2:
+                        raise PeerError(f"albatross-console failed: {exc}") from None
+                except (PeerError, trio.TooSlowError) as exc:
+                    await self.close()
+                    msg = "no answer" if isinstance(exc, trio.TooSlowError) else str(exc)
+                    raise PeerError(f"albatross-console: {msg}") from None
+
+
+class StatsLink(_Link):
+    """The connection albatross-stats opened; absent until it does."""
+
+    async def attach(self, stream: FramedStream, header: Header) -> None:
+        """Adopt a ``Stats_initial`` connection: reply, then replace any previous one."""
+        async with self.lock:
+            await self.close()
+            await stream.write_wire(Wire(header, ReplyEmpty()))
+            self.stream = stream
+            self.sequence = header.sequence + 1
+        log.info("albatross-stats connected")
+
+    @property
+    def connected(self) -> bool:
+        return self.stream is not None
+
+    async def _send(self, name: Name, cmd: Command) -> None:
+        if self.stream is None:
+            log.debug("ignoring stat for %s: albatross-stats is not connected", name)
+            return
+        async with self.lock:
+            try:
+                await self._request(name, cmd)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    trio.TooSlowError, WireError, PeerError) as exc:  # fmt: skip
+                log.warning("albatross-stats: %s; dropping its connection", exc)
+                await self.close()
+
+    async def add(self, name: Name, pid: int, network: list[tuple[str, str]]) -> None:
+        await self._send(name, StatsAdd("", pid, tuple(network)))
+
+    async def remove(self, name: Name) -> None:
+        await self._send(name, StatsRemove())

@@ -1,0 +1,495 @@
+"""``albatross-stats``: measure running VMs and stream the numbers (spec 6.3, 3.8).
+
+Two conversations:
+
+* **to albatrossd** (``<tmpdir>/util/vmmd.sock``; we connect, retrying every
+  second, and reconnect when it drops): we send ``Stats_initial`` (header
+  ``:``, sequence 0) and expect ``Success empty``; from then on albatrossd
+  sends ``Stats_add``/``Stats_remove`` on that connection and we answer each
+  with ``Success "added"``/``"removed"`` under its own header.  A new
+  ``Stats_initial`` conversation starts from an empty VM table, since
+  albatrossd re-adds every running VM on it;
+* **from subscribers** (``<tmpdir>/util/stat.sock``): ``Stats_subscribe``
+  gets ``"subscribed"``, then every interval one ``Data statistics`` per VM
+  at or below the subscribed name, with header {subscriber's version,
+  sequence 0, the VM's name relative to the subscriber's path}.  The
+  subscription lasts until the client sends anything or goes away.
+  ``Stats_add``/``Stats_remove`` are also accepted here (as albatross does,
+  handy for debugging); ``Stats_initial`` is refused.
+
+Every ``--interval`` seconds the VMs that have a subscriber are measured
+(``/proc`` via :mod:`albatross_py.host.procstats`, tap counters via netlink,
+both in worker threads); a VM whose process is gone is dropped.  Several
+subscribers per name are allowed (albatross's #281 fixed, see
+:mod:`albatross_py.core.stats`).  A slow subscriber never holds up the
+others: each has a bounded queue drained by its own writer task; data that
+does not fit is dropped for that subscriber, and a write that takes longer
+than :data:`WRITE_TIMEOUT` closes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from albatross_py.core.names import Name
+from albatross_py.core.stats import StatsTable, TrackedVm
+from albatross_py.host import net, procstats
+from albatross_py.transport import (
+    FramedStream,
+    bind_unix,
+    connect_unix,
+    socket_path,
+    systemd_listener,
+)
+from albatross_py.wire import WireError, encode_wire, frame
+from albatross_py.wire.messages import (
+    DataStatistics,
+    Failure,
+    Header,
+    ReplyEmpty,
+    ReplyString,
+    StatsAdd,
+    StatsInitial,
+    StatsRemove,
+    StatsSubscribe,
+    Wire,
+)
+from albatross_py.wire.types import IfData, Statistics
+
+log = logging.getLogger("albatross.stats")
+
+#: albatross's default gathering interval (``--interval``), seconds.
+DEFAULT_INTERVAL = 10.0
+
+#: albatross-stats retries the connection to albatrossd every second (spec 2.4).
+VMMD_RETRY = 1.0
+
+#: Largest frame we read: stats commands are tens of bytes plus a few tap names.
+MAX_COMMAND_FRAME = 64 * 1024
+
+#: Data messages queued per subscriber; beyond that a round is dropped for it.
+SUBSCRIBER_QUEUE = 256
+
+#: Longest a single write to a subscriber may take before we close it.
+WRITE_TIMEOUT = 60.0
+
+#: Longest albatrossd may take to answer ``Stats_initial``.
+INITIAL_TIMEOUT = 10.0
+
+_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
+
+
+class _TaskStatus(Protocol):
+    def started(self, value: None = None) -> None: ...
+
+
+# -- gathering (blocking; runs in worker threads) -----------------------------------------
+
+
+def resolve_taps(network: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Keep the (netif, tap) pairs whose tap exists, as albatross's ``if_nametoindex``."""
+    kept = []
+    for netif, tap in network:
+        try:
+            socket.if_nametoindex(tap)
+        except (OSError, ValueError):
+            log.debug("failed to get ifindex for %r, dropping it", tap)
+            continue
+        kept.append((netif, tap))
+    return tuple(kept)
+
+
+def gather_sync(vm: TrackedVm) -> Statistics:
+    """One VM's statistics; :class:`procstats.ProcessGone` when its process is gone.
+
+    Every IfData's ``bridge`` is the unikernel-side netif, as albatross reports it.
+    """
+    rusage, kinfo = procstats.process_usage(vm.pid)
+    ifdata: list[IfData] = []
+    for netif, tap in vm.network:
+        try:
+            ifdata.append(net.counters_sync(tap).ifdata(netif))
+        except (net.NetError, OSError) as exc:
+            log.warning("failed to get ifdata for %s (%s): %s", tap, vm.name, exc)
+    return Statistics(rusage=rusage, ifdata=tuple(ifdata), vmm=None, kinfo_mem=kinfo)
+
+
+# -- the daemon -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One subscribed connection: where it subscribed, its queue and its cancel scope."""
+
+    name: Name
+    version: int
+    queue: trio.MemorySendChannel[Wire]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    dropped: int = 0
+
+    def offer(self, wire: Wire) -> bool:
+        try:
+            self.queue.send_nowait(wire)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self.scope.cancel()
+
+
+class StatsDaemon:
+    """The stats service; decisions in :class:`~albatross_py.core.stats.StatsTable`."""
+
+    def __init__(
+        self,
+        tmpdir: str | Path,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        queue_size: int = SUBSCRIBER_QUEUE,
+        gather: Callable[[TrackedVm], Statistics] = gather_sync,
+        resolve: Callable[[Sequence[tuple[str, str]]], tuple[tuple[str, str], ...]] = (
+            resolve_taps
+        ),
+    ) -> None:
+        self.tmpdir = Path(tmpdir)
+        self.interval = interval
+        self.queue_size = queue_size
+        self.table: StatsTable[Subscriber] = StatsTable()
+        self._gather = gather
+        self._resolve = resolve
+        #: Set while a Stats_initial conversation with albatrossd is live.
+        self.vmmd_connected = False
+
+    # -- the whole daemon ----------------------------------------------------------------
+    async def run(
+        self,
+        listener: trio.SocketListener,
+        *,
+        task_status: _TaskStatus = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``listener``, talk to albatrossd and tick, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.serve, listener)
+            nursery.start_soon(self.vmmd_loop)
+            nursery.start_soon(self.ticker)
+            task_status.started()
+
+    async def ticker(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One round: measure every watched VM and queue the data for its subscribers."""
+        watched = list(self.table.watched())
+        if not watched:
+            return
+        results: dict[Name, Statistics | None] = {}
+
+        async def one(vm: TrackedVm) -> None:
+            try:
+                results[vm.name] = await trio.to_thread.run_sync(self._gather, vm)
+            except procstats.ProcessGone as exc:
+                log.info("removing %s: %s", vm.name, exc)
+                results[vm.name] = None
+            except Exception as exc:  # a gatherer bug must not kill the daemon
+                log.error("gathering statistics of %s failed: %r", vm.name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for vm, _ in watched:
+                nursery.start_soon(one, vm)
+
+        for vm, subs in watched:
+            if vm.name not in results:
+                continue
+            stats = results[vm.name]
+            if stats is None:
+                # Gone; but only forget it if albatrossd has not re-added it meanwhile.
+                if self.table.vm(vm.name) is vm:
+                    self.table.remove(vm.name)
+                continue
+            for sub, relative in subs:
+                wire = Wire(Header(sub.version, 0, relative), DataStatistics(stats))
+                if not sub.offer(wire) and sub.dropped and sub.dropped % 100 == 1:
+                    log.info("subscriber at %s is slow: %d rounds dropped", sub.name, sub.dropped)
+
+    # -- the table (both sockets) ----------------------------------------------------------
+    def handle_add(self, name: Name, cmd: StatsAdd) -> Failure | ReplyString:
+        if name.is_path:
+            return Failure("path used instead of name")
+        vm = TrackedVm(name, cmd.pid, cmd.vmmdev, self._resolve(cmd.network))
+        old = self.table.add(vm)
+        if old is not None:
+            log.warning(
+                "stats add for %s, which was already there (pid %d): replaced", name, old.pid
+            )
+        log.info("adding %s pid %d %s", name, cmd.pid, list(vm.network))
+        return ReplyString("added")
+
+    def handle_remove(self, name: Name) -> ReplyString:
+        if self.table.remove(name) is not None:
+            log.info("removing %s", name)
+        return ReplyString("removed")
+
+    def _table_command(self, wire: Wire) -> Failure | ReplyString | None:
+        """Reply to add/remove; None for anything else."""
+        match wire.payload:
+            case StatsAdd():
+                return self.handle_add(wire.header.name, wire.payload)
+            case StatsRemove():
+                return self.handle_remove(wire.header.name)
+        return None
+
+    # -- albatrossd --------------------------------------------------------------------------
+    async def vmmd_loop(self) -> None:
+        """Keep a Stats_initial conversation with albatrossd going, forever."""
+        path = socket_path(self.tmpdir, "vmmd")
+        warned = False
+        while True:
+            try:
+                stream = await connect_unix(path)
+            except OSError as exc:
+                # albatross logs every attempt; once is enough to say why we wait.
+                (log.debug if warned else log.warning)("cannot connect to %s: %s", path, exc)
+                warned = True
+                await trio.sleep(VMMD_RETRY)
+                continue
+            warned = False
+            try:
+                await self._vmmd_conversation(FramedStream(stream, MAX_COMMAND_FRAME))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, WireError) as exc:
+                log.warning("connection to albatrossd lost: %s", exc)
+            finally:
+                self.vmmd_connected = False
+                await trio.aclose_forcefully(stream)
+            await trio.sleep(VMMD_RETRY)
+
+    async def _vmmd_conversation(self, conn: FramedStream) -> None:
+        header = Header(name=Name())
+        await conn.write_wire(Wire(header, StatsInitial()))
+        reply = None
+        with trio.move_on_after(INITIAL_TIMEOUT):
+            reply = await conn.read_wire()
+        if reply is None:
+            log.error("albatrossd did not answer stats initial")
+            return
+        if not (isinstance(reply.payload, ReplyEmpty) and reply.header.sequence == header.sequence):
+            log.error("unexpected reply to stats initial: %s", reply)
+            return
+        log.info("connected to albatrossd")
+        self.table.clear_vms()
+        self.vmmd_connected = True
+        while True:
+            wire = await conn.read_wire()
+            if wire is None:
+                log.warning("albatrossd closed the stats connection")
+                return
+            answer = self._table_command(wire)
+            if answer is None:
+                log.error("unexpected %s from albatrossd", type(wire.payload).__name__)
+                answer = Failure("unexpected command")
+            await conn.write_wire(Wire(wire.header, answer))
+
+    # -- stat.sock -----------------------------------------------------------------------------
+    async def serve(
+        self,
+        listener: trio.SocketListener,
+        *,
+        task_status: _TaskStatus = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections until cancelled; closes ``listener`` at the end."""
+        async with listener, trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _TRANSIENT_ACCEPT:
+                        raise
+                    log.error("accept failed (%s), retrying", exc)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        conn = FramedStream(stream, max_frame=MAX_COMMAND_FRAME)
+        try:
+            while True:
+                try:
+                    wire = await conn.read_wire()
+                except WireError as exc:
+                    log.warning("bad input: %s", exc)
+                    await self._send(conn, Wire(Header(), Failure(str(exc))))
+                    return
+                if wire is None:
+                    return
+                if isinstance(wire.payload, StatsSubscribe):
+                    await self._subscribe(conn, wire.header)
+                    return
+                answer = self._table_command(wire)
+                if answer is None:
+                    if isinstance(wire.payload, StatsInitial):
+                        answer = Failure("unexpected message initial")
+                    else:
+                        log.warning("unexpected %s", type(wire.payload).__name__)
+                        answer = Failure("unexpected command")
+                if not await self._send(conn, Wire(wire.header, answer)):
+                    return
+                if isinstance(answer, Failure):
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("connection lost: %s", exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _send(self, conn: FramedStream, *wires: Wire) -> bool:
+        """Write wires in one go; False when the peer is gone or too slow."""
+        data = b"".join(frame(encode_wire(wire)) for wire in wires)
+        with trio.move_on_after(WRITE_TIMEOUT):
+            try:
+                await conn.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        log.info("write to a stats subscriber timed out")
+        return False
+
+    async def _subscribe(self, conn: FramedStream, header: Header) -> None:
+        queue, pending = trio.open_memory_channel[Wire](self.queue_size)
+        sub = Subscriber(header.name, header.version, queue)
+        for kicked in self.table.subscribe(header.name, sub):
+            log.info("too many subscribers at %s: closing the oldest", header.name)
+            kicked.close()
+        log.info("subscribed at %s", header.name)
+        try:
+            with sub.scope:
+                if not await self._send(conn, Wire(header, ReplyString("subscribed"))):
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, conn, pending, nursery.cancel_scope)
+                    with contextlib.suppress(
+                        trio.BrokenResourceError, trio.ClosedResourceError, WireError
+                    ):
+                        await conn.read_chunk()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.table.unsubscribe(header.name, sub)
+            queue.close()
+            pending.close()
+
+    async def _pump(
+        self,
+        conn: FramedStream,
+        pending: trio.MemoryReceiveChannel[Wire],
+        done: trio.CancelScope,
+    ) -> None:
+        async for wire in pending:
+            batch = [wire]
+            with contextlib.suppress(trio.WouldBlock):
+                while len(batch) < self.queue_size:
+                    batch.append(pending.receive_nowait())
+            if not await self._send(conn, *batch):
+                break
+        done.cancel()
+
+
+# -- the executable ---------------------------------------------------------------------------
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid interval {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the interval must be positive")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="albatross-stats",
+        description="Gathers statistics (CPU, memory, network) of the unikernels albatrossd "
+        "reports and streams them to subscribers.",
+    )
+    parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
+    parser.add_argument(
+        "--interval",
+        type=_interval,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help="interval between statistics gatherings (default %(default)s)",
+    )
+    parser.add_argument(
+        "--systemd-socket-activation",
+        action="store_true",
+        help="use the listening socket passed by systemd",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
+    return parser.parse_args(argv)
+
+
+def setup_logging(prog: str, verbose: int, quiet: bool) -> None:
+    if quiet:
+        level = logging.CRITICAL + 1
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def run(tmpdir: str, interval: float, systemd: bool) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status."""
+    if systemd:
+        listener = systemd_listener()
+        if listener is None:
+            log.error("--systemd-socket-activation given, but systemd passed no socket")
+            return 1
+    else:
+        path = socket_path(tmpdir, "stats")
+        try:
+            listener = bind_unix(path)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", path, exc)
+            return 1
+    daemon = StatsDaemon(tmpdir, interval=interval)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run, listener)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging("albatross-stats", args.verbose, args.quiet)
+    return trio.run(run, args.tmpdir, args.interval, args.systemd_socket_activation)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

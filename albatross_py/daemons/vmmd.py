@@ -1,0 +1,441 @@
+"""albatrossd: the privileged supervisor daemon (spec 2, 3.8, 5).
+
+Reads like its story: start up (clean what a crashed predecessor left, scan
+block devices, discover the root policy, read the state file, restore the
+policies, start the saved VMs), then accept connections on
+``<tmpdir>/util/vmmd.sock``: decode a command, ask the supervisor, reply
+with the request's header.  ``policy add`` answers and keeps reading (the
+TLS endpoint sends several on one connection); ``Stats_initial`` hands the
+connection to the stats link; block set and dump stream raw data.
+
+Bad input never stops the daemon: an undecodable frame gets a ``Failure``
+and the connection is closed; every command error is a ``Failure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from albatross_py.core.names import ROOT, Name
+from albatross_py.core.policy import PolicyError
+from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
+from albatross_py.daemons.runtime import RuntimeRecord
+from albatross_py.daemons.supervisor import OperationError, Supervisor
+from albatross_py.host import discover, files
+from albatross_py.transport import END, FramedStream, bind_unix, socket_path, systemd_listener
+from albatross_py.virt.base import Backend
+from albatross_py.virt.solo5 import Solo5Backend
+from albatross_py.wire import State, WireError, read_state
+from albatross_py.wire.messages import (
+    BlockAdd,
+    BlockAddOld,
+    BlockDump,
+    BlockInfoQuery,
+    BlockRemove,
+    BlockSet,
+    BlockSetOld,
+    Command,
+    DataBlock,
+    Failure,
+    Header,
+    PolicyAdd,
+    PolicyInfoQuery,
+    PolicyRemove,
+    Reply,
+    ReplyBlockDeviceImage,
+    ReplyBlockDevices,
+    ReplyOldBlockDeviceImage,
+    ReplyPolicies,
+    ReplyString,
+    ReplyUnikernelImage,
+    ReplyUnikernelInfo,
+    StatsInitial,
+    UnikernelCreate,
+    UnikernelDestroy,
+    UnikernelGet,
+    UnikernelInfoQuery,
+    UnikernelRestart,
+    Wire,
+)
+from albatross_py.wire.types import BlockDeviceEntry, NamedPolicy, Typ
+
+log = logging.getLogger("albatrossd")
+
+DEFAULT_TMPDIR = "/var/run/albatross" if sys.platform.startswith("freebsd") else "/run/albatross"
+DEFAULT_DBDIR = "/var/db/albatross" if sys.platform.startswith("freebsd") else "/var/lib/albatross"
+
+#: The header used to answer a frame that could not be decoded at all.
+UNKNOWN_HEADER = Header(name=Name())
+
+
+class StartupError(Exception):
+    """albatrossd cannot start; the message says why and what was left untouched."""
+
+
+@dataclass
+class Options:
+    tmpdir: Path
+    dbdir: Path
+    systemd: bool = False
+    no_drop_path: bool = False
+    stop_grace: float = 5.0
+    restart_delay: float = 0.5
+    tender_path: str | None = None
+
+
+class Vmmd:
+    """The protocol side: one connection at a time, each in its own task."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        framed = FramedStream(stream)
+        adopted = False
+        try:
+            adopted = await self._conversation(framed)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if not adopted:
+                await framed.aclose()
+
+    async def _conversation(self, framed: FramedStream) -> bool:
+        """Serve one connection; True when the stats link adopted it."""
+        while True:
+            try:
+                wire = await framed.read_wire()
+            except WireError as exc:
+                log.warning("bad input: %s", exc)
+                await framed.write_wire(Wire(UNKNOWN_HEADER, Failure(str(exc))))
+                return False
+            if wire is None:
+                return False
+            header, cmd = wire.header, wire.payload
+            if not isinstance(cmd, Command):
+                await framed.write_wire(Wire(header, Failure("expected a command")))
+                return False
+            if isinstance(cmd, StatsInitial):
+                await self.sup.stats.attach(framed, header)
+                return True
+            if isinstance(cmd, BlockSet):
+                await self._block_set(framed, header, cmd)
+                return False
+            if isinstance(cmd, BlockDump) and not cmd.old:
+                await self._block_dump(framed, header, cmd)
+                return False
+            try:
+                reply: Reply | Failure = await self.dispatch(header.name, cmd)
+            except OperationError as exc:
+                reply = Failure(str(exc))
+            if isinstance(reply, Failure):
+                log.error("error while processing command: %s", reply.message)
+            await framed.write_wire(Wire(header, reply))
+            if not isinstance(cmd, PolicyAdd):
+                return False
+
+    async def dispatch(self, name: Name, cmd: Command) -> Reply:
+        sup = self.sup
+        match cmd:
+            case UnikernelCreate(config, force):
+                return ReplyString(await sup.create(name, config, force=force))
+            case UnikernelDestroy():
+                return ReplyString(await sup.destroy(name))
+            case UnikernelRestart(args):
+                return ReplyString(
+                    await sup.restart(name, lambda old: old if args is None else args.apply_to(old))
+                )
+            case UnikernelInfoQuery(version):
+                return ReplyUnikernelInfo(tuple(sup.info(name)), version)
+            case UnikernelGet(level):
+                return ReplyUnikernelImage(*sup.get_image(name, level))
+            case PolicyAdd(policy):
+                return ReplyString(await sup.add_policy(name.path, policy))
+            case PolicyRemove():
+                return ReplyString(await sup.remove_policy(name.path))
+            case PolicyInfoQuery():
+                entries = sup.resources.policies(name.path)
+                return ReplyPolicies(tuple(NamedPolicy(n, p) for n, p in entries))
+            case BlockAdd(size):
+                return ReplyString(await sup.add_block(name, size))
+            case BlockAddOld(size, compressed, data):
+                return ReplyString(await sup.add_block(name, size, data, compressed))
+            case BlockRemove():
+                return ReplyString(await sup.remove_block(name))
+            case BlockInfoQuery():
+                entries = sup.block_devices(name)
+                return ReplyBlockDevices(tuple(BlockDeviceEntry(*e) for e in entries))
+            case BlockSetOld(compressed, data):
+                await self._fill_block(name, _single(data), compressed)
+                return ReplyString("set block device")
+            case BlockDump(level, old=True):
+                size = await sup.claim_block(name, "dump")
+                try:
+                    data = b"".join([c async for c in files.dump_block(sup.layout, name, level)])
+                finally:
+                    await sup.release_block(name)
+                del size
+                return ReplyOldBlockDeviceImage(level != 0, data)
+        raise OperationError("unknown command")
+
+    async def _fill_block(self, name: Name, chunks: AsyncIterator[bytes], compressed: bool) -> None:
+        size = await self.sup.claim_block(name, "set")
+        try:
+            await files.set_block(
+                self.sup.layout, name, chunks, size_mb=size, compressed=compressed
+            )
+        except (files.HostFileError, OSError) as exc:
+            raise OperationError(str(exc)) from None
+        finally:
+            await self.sup.release_block(name)
+
+    async def _block_set(self, framed: FramedStream, header: Header, cmd: BlockSet) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await framed.read_chunk()
+                if chunk is None:
+                    raise OperationError("connection closed before the end of the block data")
+                if chunk == END:
+                    return
+                yield chunk
+
+        try:
+            await self._fill_block(header.name, chunks(), cmd.compressed)
+            reply: Reply | Failure = ReplyString("set block device")
+        except (OperationError, WireError) as exc:
+            reply = Failure(str(exc))
+        await framed.write_wire(Wire(header, reply))
+
+    async def _block_dump(self, framed: FramedStream, header: Header, cmd: BlockDump) -> None:
+        try:
+            await self.sup.claim_block(header.name, "dump")
+        except OperationError as exc:
+            await framed.write_wire(Wire(header, Failure(str(exc))))
+            return
+        try:
+            await framed.write_wire(Wire(header, ReplyBlockDeviceImage(cmd.compression_level != 0)))
+            async for chunk in files.dump_block(
+                self.sup.layout, header.name, cmd.compression_level
+            ):
+                await framed.write_wire(Wire(header, DataBlock(chunk)))
+            await framed.write_wire(Wire(header, DataBlock(None)))
+        except (files.HostFileError, OSError) as exc:
+            await framed.write_wire(Wire(header, Failure(str(exc))))
+        finally:
+            await self.sup.release_block(header.name)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+# -- startup ------------------------------------------------------------------------
+
+
+def _read_state(layout: files.Layout) -> State:
+    path = layout.state_file
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return State()
+    try:
+        state = read_state(data)
+    except WireError as exc:
+        raise StartupError(
+            f"state file {path} is corrupt ({exc}); not starting. The file is left "
+            f"untouched; the previous state is in {path.name}.bak"
+        ) from None
+    shutil.copyfile(path, path.with_name(path.name + ".started"))
+    return state
+
+
+def _prepare_dirs(layout: files.Layout) -> None:
+    (layout.tmpdir / "util").mkdir(parents=True, exist_ok=True)
+    fifo = layout.tmpdir / "fifo"
+    fifo.mkdir(parents=True, exist_ok=True)
+    files.ensure_block_dir(layout)
+    # Nothing runs yet: FIFOs and images in tmpdir are leftovers.
+    for entry in fifo.iterdir():
+        if entry.is_fifo():
+            entry.unlink()
+    for entry in layout.tmpdir.glob("*.img"):
+        entry.unlink()
+
+
+def make_backends(layout: files.Layout, opts: Options) -> dict[Typ, Backend]:
+    backends: dict[Typ, Backend] = {
+        Typ.SOLO5: Solo5Backend(
+            layout, search_path=opts.tender_path, drop_path=not opts.no_drop_path
+        ),
+    }
+    try:
+        from albatross_py.virt.qemu import QemuBackend
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return backends
+    backends[Typ.QEMU] = QemuBackend(layout)
+    return backends
+
+
+async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
+    """Everything before listening: returns the supervisor and the saved state."""
+    layout = files.Layout(opts.tmpdir, opts.dbdir)
+    runtime = RuntimeRecord(layout.tmpdir)
+    layout.tmpdir.mkdir(parents=True, exist_ok=True)
+    cleaned = await trio.to_thread.run_sync(runtime.clean_leftovers, layout)
+    if cleaned:
+        log.warning("cleaned up after a previous albatrossd: %s", ", ".join(cleaned))
+    _prepare_dirs(layout)
+    state = _read_state(layout)
+    sup = Supervisor(
+        layout,
+        make_backends(layout, opts),
+        ConsoleLink(socket_path(layout.tmpdir, "console")),
+        StatsLink(),
+        runtime,
+        stop_grace=opts.stop_grace,
+        restart_delay=opts.restart_delay,
+    )
+    for backend in sup.backends.values():
+        for command in backend.required_commands():
+            if shutil.which(command) is None:
+                log.warning("%s not found in PATH", command)
+    for name, size in files.scan_block_devices(layout):
+        sup.resources.add_block(name, size)
+    root = await discover.root_policy(layout.dbdir)
+    stored_root = dict(state.policies).get(Name.of_path(ROOT))
+    if stored_root is not None and stored_root != root:
+        log.warning("root policy changed from %s to %s", stored_root, root)
+    log.info("root policy: %s", root)
+    try:
+        sup.resources.insert_policy(ROOT, root)
+        for name, policy in state.policies:
+            if name.path != ROOT:
+                sup.resources.insert_policy(name.path, policy)
+    except PolicyError as exc:
+        raise StartupError(f"policy restore error: {exc}") from None
+    try:
+        await sup.console.connect()
+    except PeerError as exc:
+        log.warning("%s; VMs cannot be created until it is", exc)
+    return sup, state
+
+
+async def restore_unikernels(sup: Supervisor, state: State) -> None:
+    """Start the saved VMs by startup priority (ties in trie order), one by one."""
+    order = sorted(enumerate(state.unikernels), key=lambda e: (e[1][1].startup_priority, e[0]))
+    restored = 0
+    for _, (name, config) in order:
+        try:
+            await sup.create(name, config)
+            restored += 1
+        except OperationError as exc:
+            log.error("failed to restore %s: %s", name, exc)
+    log.info("restored %d unikernels and %d policies", restored, len(state.policies))
+
+
+async def run(
+    opts: Options,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    sup, state = await start_supervisor(opts)
+    listener = systemd_listener() if opts.systemd else None
+    if listener is None:
+        listener = bind_unix(socket_path(sup.layout.tmpdir, "vmmd"))
+    vmmd = Vmmd(sup)
+    try:
+        async with trio.open_nursery() as nursery:
+            sup.attach_nursery(nursery)
+            await restore_unikernels(sup, state)
+            nursery.start_soon(trio.serve_listeners, vmmd.serve_connection, [listener])
+            if handle_signals:
+                nursery.start_soon(_on_signals, sup, nursery.cancel_scope)
+            task_status.started(sup)
+    finally:
+        with trio.CancelScope(shield=True):
+            await sup.shutdown()
+            await sup.console.close()
+            await sup.stats.close()
+
+
+async def _on_signals(sup: Supervisor, scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, stopping all unikernels", signal.Signals(signum).name)
+            await sup.shutdown()
+            scope.cancel()
+            return
+
+
+def setup_logging(verbosity: int, syslog: bool, prog: str = "albatrossd") -> None:
+    level = {-1: logging.ERROR, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler: logging.Handler
+    if syslog:
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
+    p = argparse.ArgumentParser(
+        prog="albatrossd",
+        description="The albatross supervisor: runs VMs under policies delegated by certificates.",
+        epilog="example: albatrossd --tmpdir /run/albatross --dbdir /var/lib/albatross -v",
+    )
+    p.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory (sockets, FIFOs)")
+    p.add_argument("--dbdir", default=DEFAULT_DBDIR, help="state and block device directory")
+    p.add_argument("--systemd-socket-activation", action="store_true", dest="systemd")
+    p.add_argument("--syslog", action="store_true", help="log to syslog instead of stdout")
+    p.add_argument("--no-drop-path", action="store_true", help="full name in --name=")
+    p.add_argument("--stop-timeout", type=float, default=5.0, help="SIGTERM to SIGKILL (s)")
+    p.add_argument("--restart-delay", type=float, default=0.5, help="before a restart (s)")
+    p.add_argument("--tender-path", help="search path for solo5 tenders instead of $PATH")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true")
+    ns = p.parse_args(argv)
+    opts = Options(
+        tmpdir=Path(ns.tmpdir),
+        dbdir=Path(ns.dbdir),
+        systemd=ns.systemd,
+        no_drop_path=ns.no_drop_path,
+        stop_grace=ns.stop_timeout,
+        restart_delay=ns.restart_delay,
+        tender_path=ns.tender_path,
+    )
+    return opts, ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts, ns = parse_args(argv)
+    setup_logging(-1 if ns.quiet else ns.verbose, ns.syslog)
+    if os.geteuid() != 0:
+        log.warning("not running as root: taps and bridges will not work")
+    try:
+        trio.run(run, opts)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
