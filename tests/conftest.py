@@ -28,3 +28,14 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"system test skipped in CI (ALBATROSS_REQUIRE_SYSTEM=1): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, object, None]:
+    """A whole system-test module skipped at import (``allow_module_level``) fails in CI too."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRE_SYSTEM and report.skipped and "tests/system/" in str(collector.path):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"system tests skipped in CI (ALBATROSS_REQUIRE_SYSTEM=1): {reason}"

@@ -22,6 +22,7 @@ create lock; every state change happens under that lock, here.
 from __future__ import annotations
 
 import logging
+import signal
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.host import files, net
 from albatross_py.host.process import ProcessError, VmProcess
-from albatross_py.virt.base import Backend, BackendError, Prepared
+from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared
 from albatross_py.wire import State, write_state
 from albatross_py.wire.types import (
     DEFAULT_SECTOR_SIZE,
@@ -274,8 +275,22 @@ class Supervisor:
     # -- exits and restarts --------------------------------------------------------
 
     async def _monitor(self, vm: Vm) -> None:
-        vm.status = await vm.process.wait()
-        status, _ = vm.status
+        crash: str | None = None
+
+        async def watchdog(cancel: trio.CancelScope) -> None:
+            nonlocal crash
+            crash = await vm.backend.watch(vm.prepared, vm.process)
+            log.error("unikernel %s failed: %s; killing it", vm.name, crash)
+            vm.process.send_signal(signal.SIGKILL)
+
+        async with trio.open_nursery() as watching:
+            watching.start_soon(watchdog, watching.cancel_scope)
+            raw = await vm.process.wait()
+            watching.cancel_scope.cancel()
+        status = vm.backend.exit_status(raw[0])
+        if crash is not None and vm.claimed_by is None:
+            status = ExitStatus.exited(CRASH_EXIT_CODE)
+        vm.status = (status, raw[1])
         with trio.CancelScope(shield=True):
             await self._release_host(vm)
         vm.exited.set()
@@ -331,7 +346,7 @@ class Supervisor:
         vm.claimed_by = claimed_by
         if vm.status is None:
             try:
-                vm.status = await vm.process.stop(self.stop_grace)
+                await vm.backend.stop(vm.prepared, vm.process, self.stop_grace)
             except ProcessError as exc:
                 log.error("stopping %s: %s", vm.name, exc)
         with trio.CancelScope(shield=True):

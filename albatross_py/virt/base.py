@@ -25,10 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import trio
+
 from albatross_py.core.names import Name
 from albatross_py.host import process
 from albatross_py.host.files import Layout
 from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
+
+#: The exit code reported for a VM that failed without its process exiting
+#: (a QEMU VM paused by a KVM emulation failure): not 1 or 60-64, so
+#: restart-on-failure applies to it as to any crash.
+CRASH_EXIT_CODE = 255
 
 #: How long a VM gets between SIGTERM and SIGKILL.  albatross only sends
 #: SIGTERM; a tender handles it at once, so a few seconds is generous.
@@ -107,9 +114,23 @@ class Backend(abc.ABC):
         )
 
     async def stop(
-        self, vm: process.VmProcess, grace: float = DEFAULT_STOP_GRACE
+        self, prepared: Prepared, vm: process.VmProcess, grace: float = DEFAULT_STOP_GRACE
     ) -> tuple[process.ExitStatus, Rusage]:
+        """End the VM: SIGTERM, then SIGKILL after ``grace`` (albatross sends SIGTERM)."""
         return await vm.stop(grace)
 
+    def exit_status(self, status: process.ExitStatus) -> process.ExitStatus:
+        """The VM's exit as the restart rules should see it (default: the process's)."""
+        return status
 
-__all__ = ["DEFAULT_STOP_GRACE", "Backend", "BackendError", "Prepared"]
+    async def watch(self, prepared: Prepared, vm: process.VmProcess) -> str:
+        """Return a reason when the VM has failed although its process lives on.
+
+        The supervisor then kills the process and treats the exit as a crash
+        (:data:`CRASH_EXIT_CODE`), so restart rules apply.  Default: never.
+        """
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = ["CRASH_EXIT_CODE", "DEFAULT_STOP_GRACE", "Backend", "BackendError", "Prepared"]

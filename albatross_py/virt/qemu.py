@@ -68,11 +68,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import trio
+
 from albatross_py.core.names import Name, NameError_
+from albatross_py.core.restart import ExitStatus
 from albatross_py.host.files import Layout
-from albatross_py.virt.base import Backend, BackendError, Prepared
+from albatross_py.host.process import VmProcess
+from albatross_py.virt.base import DEFAULT_STOP_GRACE, Backend, BackendError, Prepared
+from albatross_py.virt.qmp import QmpError, open_qmp
 from albatross_py.virt.solo5 import derive_mac, format_mac, uncompressed_image
-from albatross_py.wire.types import BridgeInfo, Typ, UnikernelConfig
+from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
+
+#: How often the supervisor asks QMP whether a VM still runs.
+WATCH_INTERVAL = 1.0
+#: QMP run states in which the guest no longer runs while QEMU is alive.
+FAILED_RUN_STATES = frozenset({"internal-error", "guest-panicked", "io-error"})
+#: Bound on reaching QMP for a power-down before falling back to signals.
+POWERDOWN_QMP_TIMEOUT = 2.0
 
 Accel = Literal["kvm", "tcg", "auto"]
 MachineChoice = Literal["auto", "microvm", "pc"]
@@ -401,6 +413,42 @@ class QemuBackend(Backend):
     def guest_exit_code(self, status: int) -> int:
         """The guest's exit code for QEMU's exit status (see :func:`guest_exit_code`)."""
         return guest_exit_code(status) if self.options.debug_exit else status
+
+    def exit_status(self, status: ExitStatus) -> ExitStatus:
+        code = status.code
+        if code is None or not self.options.debug_exit:
+            return status
+        return ExitStatus.exited(guest_exit_code(code))
+
+    async def stop(
+        self, prepared: Prepared, vm: VmProcess, grace: float = DEFAULT_STOP_GRACE
+    ) -> tuple[ExitStatus, Rusage]:
+        """ACPI power button first (a Linux guest shuts down cleanly), then half the
+        grace for SIGTERM, then SIGKILL."""
+        if isinstance(prepared, QemuPrepared) and vm.running:
+            with contextlib.suppress(QmpError, OSError, trio.BrokenResourceError):
+                with trio.move_on_after(POWERDOWN_QMP_TIMEOUT):
+                    async with open_qmp(prepared.qmp_socket) as qmp:
+                        await qmp.system_powerdown()
+                with trio.move_on_after(grace / 2):
+                    return await vm.wait()
+        return await vm.stop(grace / 2)
+
+    async def watch(self, prepared: Prepared, vm: VmProcess) -> str:
+        """Poll QMP: a VM that stopped running (KVM internal error, guest panic)
+        while QEMU lives on has failed (HOST-FACTS: QEMU stays up, paused)."""
+        if not isinstance(prepared, QemuPrepared):
+            await trio.sleep_forever()
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            try:
+                with trio.fail_after(WATCH_INTERVAL * 5):
+                    async with open_qmp(prepared.qmp_socket) as qmp:
+                        status = await qmp.query_status()
+            except (QmpError, OSError, trio.BrokenResourceError, trio.TooSlowError):
+                continue  # starting up, or exiting: the process wait will tell
+            if status in FAILED_RUN_STATES:
+                return f"VM stopped running ({status})"
 
     def cleanup(self, prepared: Prepared) -> None:
         """Remove the QMP socket QEMU leaves behind."""

@@ -144,7 +144,7 @@ async def test_sigterm_stop(backend: Solo5Backend, layout: Layout) -> None:
         await console.wait_for("standin: argv")
         assert vm.poll() is None
         with trio.fail_after(10):
-            status, _ = await backend.stop(vm, grace=5)
+            status, _ = await backend.stop(prepared, vm, grace=5)
     # Like solo5-hvt: the tender catches SIGTERM and exits 1, on stderr (= the console).
     assert status == process.ExitStatus.exited(1)
     await console.wait_for("solo5-hvt: Exiting on signal 15")

@@ -1,0 +1,170 @@
+"""Real QEMU/KVM VMs (our tiny guest) through albatrossd's socket.
+
+Create under a tenant policy, console lines, a tap on a real bridge, destroy;
+restart-on-failure with a guest exit code; force-create replacing a running
+VM; a VM paused by a KVM emulation failure is detected and restarted; no
+taps, FIFOs or processes are left behind.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from albatross_py.core.names import Name
+from albatross_py.host import net
+from albatross_py.transport import FramedStream, connect_unix, socket_path
+from albatross_py.virt import guest
+from albatross_py.wire.messages import (
+    ConsoleSubscribe,
+    DataConsole,
+    Header,
+    PolicyAdd,
+    ReplyString,
+    ReplyUnikernelInfo,
+    UnikernelCreate,
+    UnikernelDestroy,
+    UnikernelInfoQuery,
+    Wire,
+)
+from albatross_py.wire.types import FailBehaviour, NetDevice, Policy, Typ, UnikernelConfig
+from tests.integration.stack import Stack, stack
+from tests.system.tinyguest_harness import system_skip_reason
+
+pytestmark = pytest.mark.system
+_skip = system_skip_reason()
+if _skip is not None:
+    pytest.skip(_skip, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return guest.build(cache_dir=tmp_path_factory.mktemp("guest")).read_bytes()
+
+
+@pytest.fixture
+def bridge() -> Iterator[str]:
+    name = f"albq{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)
+
+
+def qemu(kernel: bytes, *args: str, **kw: object) -> UnikernelConfig:
+    kw.setdefault("memory", 32)
+    return UnikernelConfig(typ=Typ.QEMU, image=kernel, argv=args, **kw)  # type: ignore[arg-type]
+
+
+async def console_lines(s: Stack, name: str, want: str, timeout: float = 20) -> list[str]:
+    """Subscribe to the VM's console; return lines until one contains ``want``."""
+    lines: list[str] = []
+    with trio.fail_after(timeout):
+        conn = FramedStream(await connect_unix(socket_path(s.tmpdir, "console")))
+        async with conn:
+            header = Header(name=Name.of_string(name))
+            await conn.write_wire(Wire(header, ConsoleSubscribe(count=100)))
+            await conn.read_wire()  # subscribed / waiting for VM
+            while True:
+                msg = await conn.read_wire()
+                assert msg is not None, f"console closed; lines so far: {lines}"
+                if isinstance(msg.payload, DataConsole):
+                    lines.append(msg.payload.line.decode(errors="replace"))
+                    if want in lines[-1]:
+                        return lines
+
+
+def qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+async def wait_for(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_qemu_vm_lifecycle(tmp_path: Path, kernel: bytes, bridge: str) -> None:
+    before_qemu, before_taps = qemu_pids(), set(net.stale_taps_sync())
+    policy = Policy(2, frozenset({0}), 256, None, frozenset({bridge}))
+    async with stack(tmp_path) as s:
+        assert await s.call("tenant:", PolicyAdd(policy)) == ReplyString("added policy")
+        cfg = qemu(kernel, "lines=3", "interval=50", "run", bridges=(NetDevice("net0", bridge),))
+        assert await s.call("tenant:vm", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        lines = await console_lines(s, "tenant:vm", "line 3")
+        assert any("tinyguest: booted" in line for line in lines), lines
+        vm = s.sup.resources.find_unikernel(Name.of_string("tenant:vm"))
+        assert vm is not None and len(vm.taps) == 1
+        assert net.tap_master_sync(vm.taps[0]) == bridge
+        info = await s.call("tenant:", UnikernelInfoQuery())
+        assert isinstance(info, ReplyUnikernelInfo)
+        ((name, i),) = info.entries
+        assert str(name) == ":vm" and i.typ is Typ.QEMU and i.bridges[0].host_device == bridge
+        # over the tenant's memory: refused, naming the policy
+        big = await s.call("tenant:big", UnikernelCreate(qemu(kernel, "run", memory=512)))
+        assert "tenant:" in getattr(big, "message", ""), big
+        assert await s.call("tenant:vm", UnikernelDestroy()) == ReplyString("destroyed unikernel")
+        assert set(net.stale_taps_sync()) == before_taps
+        assert list((s.tmpdir / "fifo").iterdir()) == []
+    assert qemu_pids() <= before_qemu
+
+
+async def test_restart_on_guest_exit_code(tmp_path: Path, kernel: bytes) -> None:
+    async with stack(tmp_path, restart_delay=0.2) as s:
+        fb = FailBehaviour(restart=True, exit_codes=frozenset({7}))
+        cfg = qemu(kernel, "exit=7", fail_behaviour=fb)
+        assert await s.call("r", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        first = s.sup.resources.find_unikernel(Name.of_string("r")).process.pid
+        await wait_for(
+            lambda: (
+                (vm := s.sup.resources.find_unikernel(Name.of_string("r"))) is not None
+                and vm.process.pid != first
+            )
+        )
+        # exit code 9 is not in the set: no restart
+        once = qemu(kernel, "exit=9", fail_behaviour=fb)
+        assert await s.call("o", UnikernelCreate(once)) == ReplyString("created unikernel")
+        await wait_for(lambda: s.sup.resources.find_unikernel(Name.of_string("o")) is None)
+        await trio.sleep(0.5)
+        assert s.sup.resources.find_unikernel(Name.of_string("o")) is None
+        assert Name.of_string("o") not in s.sup.restarting
+
+
+async def test_force_create_replaces_a_running_vm(tmp_path: Path, kernel: bytes) -> None:
+    async with stack(tmp_path) as s:
+        assert await s.call("f", UnikernelCreate(qemu(kernel, "run"))) == ReplyString(
+            "created unikernel"
+        )
+        first = s.sup.resources.find_unikernel(Name.of_string("f")).process.pid
+        reply = await s.call("f", UnikernelCreate(qemu(kernel, "lines=1", "run"), force=True))
+        assert reply == ReplyString("created unikernel")
+        vm = s.sup.resources.find_unikernel(Name.of_string("f"))
+        assert vm.process.pid != first and vm.config.argv == ("lines=1", "run")
+        assert first not in qemu_pids()
+
+
+async def test_paused_vm_is_detected_and_restarted(tmp_path: Path, kernel: bytes) -> None:
+    async with stack(tmp_path, restart_delay=0.2) as s:
+        cfg = qemu(kernel, "crash", fail_behaviour=FailBehaviour(restart=True))
+        assert await s.call("c", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        first = s.sup.resources.find_unikernel(Name.of_string("c")).process.pid
+        # QEMU stays alive with the VM paused; the watchdog must notice and restart it
+        await wait_for(
+            lambda: (
+                (vm := s.sup.resources.find_unikernel(Name.of_string("c"))) is not None
+                and vm.process.pid != first
+            ),
+            timeout=30,
+        )
+        assert first not in qemu_pids()
+        assert await s.call("c", UnikernelDestroy()) in (
+            ReplyString("destroyed unikernel"),
+            ReplyString("destroyed: removed from restarting"),
+        )
