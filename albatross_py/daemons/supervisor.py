@@ -41,6 +41,7 @@ from albatross_py.host import files, net
 from albatross_py.host.process import ProcessError, VmProcess
 from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared
 from albatross_py.wire import State, write_state
+from albatross_py.wire import events as ev
 from albatross_py.wire.types import (
     DEFAULT_SECTOR_SIZE,
     BlockInfo,
@@ -83,6 +84,17 @@ class Vm:
 Undo = Callable[[], Awaitable[None]]
 
 
+class EventSink:
+    """Where lifecycle events go; this one only logs them at debug level.
+
+    ``emit`` never blocks and never fails: the event log must not be able to
+    slow down or break the supervisor.
+    """
+
+    def emit(self, event: ev.Event) -> None:
+        log.debug("event %s", event)
+
+
 class Supervisor:
     def __init__(
         self,
@@ -94,6 +106,7 @@ class Supervisor:
         *,
         stop_grace: float = 5.0,
         restart_delay: float = 0.5,
+        events: EventSink | None = None,
     ) -> None:
         self.layout = layout
         self.backends = backends
@@ -102,6 +115,7 @@ class Supervisor:
         self.runtime = runtime
         self.stop_grace = stop_grace
         self.restart_delay = restart_delay
+        self.events = events or EventSink()
         self.resources: Resources[Vm] = Resources()
         self.lock = trio.Lock()
         self.restarting: dict[Name, trio.CancelScope] = {}
@@ -207,6 +221,10 @@ class Supervisor:
         self.nursery.start_soon(self._monitor, vm)
         network = [(n.netif, tap) for n, tap in zip(config.bridges, vm.taps, strict=True)]
         await self.stats.add(name, vm.process.pid, network)
+        blocks = tuple((b.name, b.host_device) for b in config.blocks)
+        self.events.emit(
+            ev.UnikernelStarted(name, vm.process.pid, tuple(network), blocks, vm.prepared.digest)
+        )
         log.info(
             "created %s: pid %d taps %s cmdline %s",
             name, vm.process.pid, list(vm.taps), " ".join(vm.process.argv),
@@ -295,6 +313,7 @@ class Supervisor:
             await self._release_host(vm)
         vm.exited.set()
         log.info("unikernel %s (PID %d) stopped with %s", vm.name, vm.process.pid, status)
+        self.events.emit(ev.UnikernelExited(vm.name, vm.process.pid, status.code, status.signal))
         if vm.claimed_by is not None or self.shutting_down:
             return
         async with self.lock:
@@ -308,6 +327,7 @@ class Supervisor:
                 self.dump()
                 return
             log.info("unikernel %s exited (%s), restarting", vm.name, status)
+            self.events.emit(ev.UnikernelRestarting(vm.name, f"exited with {status}"))
             scope = trio.CancelScope()
             self.restarting[vm.name] = scope
             # a changed config (retried without --name) is persisted; a plain
@@ -402,6 +422,7 @@ class Supervisor:
     def _not_running(self, name: Name) -> str:
         if self._cancel_restart(name):
             self.dump()
+            self.events.emit(ev.UnikernelDestroyed(name))
             return "destroyed: removed from restarting"
         raise OperationError("destroy: not found")
 
@@ -413,6 +434,7 @@ class Supervisor:
             await self._stop(vm, "destroy")
             await self._forget(vm)
             self.dump()
+            self.events.emit(ev.UnikernelDestroyed(name))
             return "destroyed unikernel"
 
     async def shutdown(self) -> None:
@@ -486,6 +508,7 @@ class Supervisor:
             except PolicyError as exc:
                 raise OperationError(str(exc)) from None
             self.dump()
+            self.events.emit(ev.PolicyChanged(Name.of_path(path), policy))
             return "added policy"
 
     async def remove_policy(self, path: tuple[str, ...]) -> str:
@@ -495,6 +518,7 @@ class Supervisor:
             except PolicyError as exc:
                 raise OperationError(str(exc)) from None
             self.dump()
+            self.events.emit(ev.PolicyChanged(Name.of_path(path), None))
             return "removed policy"
 
     # -- block devices ---------------------------------------------------------------
@@ -524,6 +548,7 @@ class Supervisor:
                 raise OperationError(str(exc)) from None
             self.resources.add_block(name, size)
             self.dump()
+            self.events.emit(ev.BlockChanged(name, size))
             return "added block device"
 
     async def remove_block(self, name: Name) -> str:
@@ -537,6 +562,7 @@ class Supervisor:
             self.resources.remove_block(name)
             files.destroy_block(self.layout, name)
             self.dump()
+            self.events.emit(ev.BlockChanged(name, None))
             return "removed block"
 
     async def claim_block(self, name: Name, what: str) -> int:
