@@ -5,8 +5,9 @@ cannot tell its own leftovers from anyone else's.  We keep
 ``<tmpdir>/albatrossd.vms``: for every running VM its pid, its argv and its
 taps, rewritten atomically on every start and exit.  After a crash (``kill
 -9``) the next albatrossd reads it, stops the VM processes that are still
-there (only if their command line is still the one recorded, so a recycled
-pid is never hit), removes their taps, FIFOs and image files, and then
+there (only if the pid's kernel start time is still the one recorded, so a
+recycled pid is never hit; the command line would not do, as tenders are
+exec'd through ``taskset``), removes their taps, FIFOs and image files, and then
 restores the VMs from the state file: nothing is lost, nothing duplicated,
 no tap is left behind.
 """
@@ -40,21 +41,26 @@ class _RunningVm(Protocol):
     def process(self) -> Any: ...
 
 
-def _cmdline(pid: int) -> list[str] | None:
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat``
+    field 22), or None if there is no such process or it is a zombie."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    return [a.decode("utf-8", "surrogateescape") for a in raw.split(b"\0") if a]
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
+    return int(fields[19])
 
 
-def _wait_gone(pid: int, argv: list[str], timeout: float) -> bool:
+def _wait_gone(pid: int, started: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _cmdline(pid) != argv:
+        if start_time(pid) != started:
             return True
         time.sleep(0.02)
-    return _cmdline(pid) != argv
+    return start_time(pid) != started
 
 
 class RuntimeRecord:
@@ -68,7 +74,7 @@ class RuntimeRecord:
     def add(self, vm: _RunningVm) -> None:
         self.entries[str(vm.name)] = {
             "pid": vm.process.pid,
-            "argv": list(vm.process.argv),
+            "start": start_time(vm.process.pid),
             "taps": list(vm.taps),
         }
         self._write()
@@ -93,17 +99,18 @@ class RuntimeRecord:
         for name_str, entry in self.load().items():
             try:
                 name = Name.of_string(name_str)
-                pid, argv, taps = int(entry["pid"]), list(entry["argv"]), list(entry["taps"])
+                pid, taps = int(entry["pid"]), list(entry["taps"])
+                started = entry["start"]
             except (ValueError, KeyError, TypeError):
                 continue
-            if argv and _cmdline(pid) == argv:
+            if started is not None and start_time(pid) == started:
                 log.warning("stopping leftover VM %s (pid %d) of a previous albatrossd", name, pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                if not _wait_gone(pid, argv, LEFTOVER_GRACE):
+                if not _wait_gone(pid, started, LEFTOVER_GRACE):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    _wait_gone(pid, argv, LEFTOVER_GRACE)
+                    _wait_gone(pid, started, LEFTOVER_GRACE)
             for tap in taps:
                 try:
                     if net.interface_exists_sync(tap):
