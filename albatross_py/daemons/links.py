@@ -47,6 +47,7 @@ class _Link:
         self.stream: FramedStream | None = None
         self.sequence = 1
         self.lock = trio.Lock()
+        self.released = trio.Event()
 
     async def _request(self, name: Name, cmd: Command) -> object:
         assert self.stream is not None
@@ -68,6 +69,7 @@ class _Link:
             stream, self.stream = self.stream, None
             with trio.move_on_after(1):
                 await stream.aclose()
+        self.released.set()
 
 
 class ConsoleLink(_Link):
@@ -114,7 +116,13 @@ class StatsLink(_Link):
             await stream.write_wire(Wire(header, ReplyEmpty()))
             self.stream = stream
             self.sequence = header.sequence + 1
+            self.released = trio.Event()
         log.info("albatross-stats connected")
+
+    async def wait_released(self) -> None:
+        """Until the adopted connection is dropped or replaced (its server task
+        must live that long: trio closes a handler's stream when it returns)."""
+        await self.released.wait()
 
     @property
     def connected(self) -> bool:

@@ -105,6 +105,8 @@ class Vmmd:
         adopted = False
         try:
             adopted = await self._conversation(framed)
+            if adopted:
+                await self.sup.stats.wait_released()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
