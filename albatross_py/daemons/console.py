@@ -46,6 +46,8 @@ from albatross_py.core.console import (
     LineSplitter,
 )
 from albatross_py.core.names import Name
+from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
+from albatross_py.host.limits import raise_nofile_limit
 from albatross_py.transport import FramedStream, bind_unix, socket_path, systemd_listener
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire.messages import (
@@ -385,6 +387,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
+    parser.add_argument("--user", default=DEFAULT_USER, help="user to drop root to")
     return parser.parse_args(argv)
 
 
@@ -400,7 +403,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(level)
 
 
-async def run(tmpdir: str, max_subscribers: int, systemd: bool) -> int:
+async def run(tmpdir: str, max_subscribers: int, systemd: bool, user: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     if systemd:
         listener = systemd_listener()
@@ -414,6 +417,7 @@ async def run(tmpdir: str, max_subscribers: int, systemd: bool) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", path, exc)
             return 1
+    drop_privileges(user)  # the socket exists (0660, group albatross): root is not needed now
     daemon = ConsoleDaemon(tmpdir, max_subscribers=max_subscribers)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -428,7 +432,10 @@ async def run(tmpdir: str, max_subscribers: int, systemd: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    return trio.run(run, args.tmpdir, args.max_subscribers, args.systemd_socket_activation)
+    raise_nofile_limit()  # one FIFO per VM
+    return trio.run(
+        run, args.tmpdir, args.max_subscribers, args.systemd_socket_activation, args.user
+    )
 
 
 if __name__ == "__main__":

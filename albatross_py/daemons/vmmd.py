@@ -33,6 +33,7 @@ from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.daemons.supervisor import OperationError, Supervisor
 from albatross_py.host import discover, files
+from albatross_py.host.limits import raise_nofile_limit
 from albatross_py.transport import END, FramedStream, bind_unix, socket_path, systemd_listener
 from albatross_py.virt.base import Backend
 from albatross_py.virt.solo5 import Solo5Backend
@@ -427,6 +428,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
 def main(argv: list[str] | None = None) -> int:
     opts, ns = parse_args(argv)
     setup_logging(-1 if ns.quiet else ns.verbose, ns.syslog)
+    raise_nofile_limit()
     if os.geteuid() != 0:
         log.warning("not running as root: taps and bridges will not work")
     try:
