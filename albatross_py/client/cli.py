@@ -1,0 +1,583 @@
+"""``albatross-client`` (and ``vmmc``): albatross's command-line client (spec 7).
+
+Destinations (exactly one): ``--socket PATH`` (default: the daemon's socket
+under ``--tmpdir``: console commands use ``console.sock``, stats commands
+``stat.sock``, everything else ``vmmd.sock``), ``--socket -`` (print the
+encoded message as hex, exit 121, as albatross), ``-d/--destination
+HOST[:PORT]`` (remote TLS, see :mod:`albatross_py.client.remote`;
+``-d -`` prints the PEM chain that would be sent) or ``--csr`` (write
+``<name>.key`` (0400) and ``<name>.req`` for ``sign``).
+
+v1.x underscore names (``add_policy``, ``create_block`` …) and the pre-1.0
+``vmmc`` names (``remove`` = destroy, ``policy``, ``add_policy`` …) are
+aliases.  ``update`` needs builds.robur.coop and is not supported offline
+(exit 118).  Exit codes: spec 7.5 (:class:`~albatross_py.client.config_args.Exit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path as FsPath
+
+import trio
+
+from albatross_py.client import certs, local_ops
+from albatross_py.client.config_args import (
+    CliError,
+    Exit,
+    add_config_flags,
+    add_policy_flags,
+    arguments_from_args,
+    config_from_args,
+    parse_name,
+    parse_name_or_path,
+    parse_path,
+    parse_stats_bridge,
+    policy_from_args,
+)
+from albatross_py.client.output import Printer, dump_sink, image_sink, rfc3339
+from albatross_py.client.remote import (
+    INLINE_IMAGE_LIMIT,
+    ChainCheckError,
+    ConversationEnded,
+    Shape,
+    Upload,
+    bytes_chunks,
+    client_context,
+    converse,
+    endpoint,
+    file_chunks,
+    parse_destination,
+    run_remote,
+    validate_chain,
+)
+from albatross_py.core.names import Name
+from albatross_py.core.policy import PolicyError, usable
+from albatross_py.transport import FramedStream, connect_unix, socket_path
+from albatross_py.virt.solo5_elf import Solo5ImageError, check_manifest, read_manifest
+from albatross_py.wire.cert import command_of_certificate
+from albatross_py.wire.codec import encode_wire
+from albatross_py.wire.errors import WireError
+from albatross_py.wire.messages import (
+    BlockAdd,
+    BlockDump,
+    BlockInfoQuery,
+    BlockRemove,
+    BlockSet,
+    Command,
+    ConsoleListInactive,
+    ConsoleSubscribe,
+    Failure,
+    Header,
+    PolicyAdd,
+    PolicyInfoQuery,
+    PolicyRemove,
+    StatsAdd,
+    StatsRemove,
+    StatsSubscribe,
+    UnikernelCreate,
+    UnikernelDestroy,
+    UnikernelGet,
+    UnikernelInfoQuery,
+    UnikernelRestart,
+    Wire,
+)
+from albatross_py.wire.types import Typ
+
+DEFAULT_TMPDIR = "/run/albatross"
+MB = 1024 * 1024
+
+
+@dataclass
+class Plan:
+    """One conversation: the command for ``name``, raw data after it, local effects."""
+
+    name: Name
+    command: Command
+    upload: Callable[[], Upload] | None = None
+    on_wire: Callable[[Wire], bool] | None = None  # True: handled, do not print
+    stream_image: bytes | None = None  # remote create: image sent as raw chunks
+    extra: list[Plan] = field(default_factory=list)
+
+
+# -- argument parser ----------------------------------------------------------------
+
+
+def _common(json_default: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", default=json_default,
+                   help="JSON lines instead of albatross's text")  # fmt: skip
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more output (argv in info)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no output on success")
+    g.add_argument("--verbosity", help="log level (accepted for albatross compatibility)")
+    g.add_argument("--color", choices=("auto", "always", "never"), help="(accepted, ignored)")
+    return p
+
+
+def _destination() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("destination (choose one)")
+    g.add_argument("--socket", metavar="PATH", help="local daemon socket; '-' prints the hex")
+    g.add_argument("-d", "--destination", metavar="HOST[:PORT]",
+                   help="remote TLS endpoint (port 1025); '-' prints the chain")  # fmt: skip
+    g.add_argument("--csr", action="store_true", help="write <name>.key and <name>.req")
+    g.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help=f"default {DEFAULT_TMPDIR}")
+    k = p.add_argument_group("certificates (remote, --csr)")
+    k.add_argument("--ca", default="ca.pem", help="your CA chain (default ca.pem)")
+    k.add_argument("--ca-key", default="ca.key", help="its key (default ca.key)")
+    k.add_argument("--server-ca", default="cacert.pem", help="server CA (default cacert.pem)")
+    k.add_argument("--key-type", choices=certs.KEY_TYPES, default=certs.DEFAULT_KEY_TYPE)
+    return p
+
+
+def _level(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compression-level", type=int, choices=range(10), metavar="0-9",
+                   help="zlib level (default 0 locally, 9 remote/--csr)")  # fmt: skip
+
+
+def build_parser(prog: str = "albatross-client") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Manage unikernels run by albatross, locally or remotely.",
+        epilog="Exit codes: 0 ok, 116 chain, 117 command failed, 118 update unavailable, "
+        "119/120 TLS authentication, 121 communication, 122 connect, 124 cli, 125 internal.",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    net = [_common(), _destination()]
+    loc = [_common()]
+
+    def add(name: str, help_: str, parents: list[argparse.ArgumentParser],
+            aliases: Sequence[str] = ()) -> argparse.ArgumentParser:  # fmt: skip
+        p = sub.add_parser(name, help=help_, parents=parents, aliases=list(aliases))
+        p.set_defaults(cmd=name)
+        return p
+
+    p = add("create", "create a unikernel", net)
+    p.add_argument("name")
+    p.add_argument("image", nargs="?", help="image file (not for bhyve)")
+    p.add_argument("--typ", choices=("solo5", "bhyve", "qemu"), default="solo5")
+    p.add_argument("-f", "--force", action="store_true", help="replace a running unikernel")
+    add_config_flags(p)
+    _level(p)
+    add("destroy", "destroy a unikernel", net, ["remove"]).add_argument("name")
+    p = add("restart", "restart a unikernel", net)
+    p.add_argument("name")
+    p.add_argument("--replace-arguments", action="store_true", help="use the flags below")
+    add_config_flags(p)
+    for name, help_, aliases in (("info", "information about unikernels", ()),
+                                 ("stats", "subscribe to statistics", ()),
+                                 ("block", "information about block devices", ())):  # fmt: skip
+        p = add(name, help_, net, aliases)
+        p.add_argument("name", nargs="?", help="name or path (default: everything)")
+        p.add_argument("-n", "--name", dest="name_opt")
+    p = add("get", "download a unikernel's image", net)
+    p.add_argument("name")
+    p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
+    _level(p)
+    p = add("update", "update from builds.robur.coop (not supported offline: exit 118)", net)
+    p.add_argument("name")
+    p.add_argument("--http-host", default="https://builds.robur.coop")
+    p.add_argument("--dryrun", "--dry-run", action="store_true")
+    _level(p)
+    for name, help_, aliases in (("policy", "show policies", ()),
+                                 ("remove-policy", "remove a policy", ("remove_policy",)),
+                                 ("inactive-consoles", "consoles of stopped unikernels",
+                                  ("inactive_consoles",))):  # fmt: skip
+        p = add(name, help_, net, aliases)
+        p.add_argument("path", nargs="?", help="path (default: root)")
+        p.add_argument("-p", "--path", dest="path_opt")
+    p = add("add-policy", "add or replace a policy", net, ["replace-policy", "add_policy"])
+    p.add_argument("path")
+    p.add_argument("unikernels")
+    add_policy_flags(p)
+    p = add("create-block", "create a block device", net, ["create_block"])
+    p.add_argument("name")
+    p.add_argument("size", type=int, metavar="SIZE-MB")
+    p.add_argument("--data", help="initial content")
+    _level(p)
+    p = add("set-block", "set a block device's content", net, ["set_block"])
+    p.add_argument("name")
+    p.add_argument("file")
+    _level(p)
+    p = add("dump-block", "download a block device", net, ["dump_block"])
+    p.add_argument("name")
+    p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
+    _level(p)
+    add("destroy-block", "destroy a block device", net, ["destroy_block"]).add_argument("name")
+    p = add("console", "show a unikernel's console, follow until Ctrl-C", net)
+    p.add_argument("name")
+    p.add_argument("--since", help="RFC 3339 time or date")
+    p.add_argument("--count", type=int, default=20, help="last N lines (default 20)")
+    p = add("stats-add", "start statistics for a pid (debugging)", net, ["stats_add"])
+    p.add_argument("pid", type=int)
+    p.add_argument("--vmmdev", default="")
+    p.add_argument("--bridge", action="append", metavar="NAME:TAP")
+    p.add_argument("-n", "--name", dest="name_opt", required=True)
+    p = add("stats-remove", "stop statistics (debugging)", net, ["stats_remove"])
+    p.add_argument("-n", "--name", dest="name_opt", required=True)
+    add("log", "retired (albatross-log was removed in 1.2)", net).add_argument("rest", nargs="*")
+    for name, aliases in (("inspect-dump", ["inspect_dump"]), ("extract-dump", ["extract_dump"])):
+        p = add(name, "read albatrossd's state file", loc, aliases)
+        if name == "extract-dump":
+            p.add_argument("name")
+            p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
+        p.add_argument("--dbdir", default="/var/lib/albatross")
+        p.add_argument("--file", default="state", help="relative to --dbdir")
+    p = add("certificate", "send a pre-made certificate chain", [_common(), _destination()])
+    p.add_argument("cert")
+    p.add_argument("key")
+    p = add("sign", "sign a request with your CA", loc)
+    for a in ("cacert", "db", "key", "csr"):
+        p.add_argument(a)
+    p.add_argument("--days", type=int)
+    p = add("generate", "a new CA and server certificate", loc)
+    p.add_argument("name")
+    p.add_argument("db")
+    p.add_argument("--days", type=int, default=certs.CA_DAYS)
+    p.add_argument("--server", default="server")
+    p.add_argument("--server-days", type=int, default=certs.SERVER_DAYS)
+    p.add_argument("--key-type", choices=certs.KEY_TYPES, default=certs.DEFAULT_KEY_TYPE)
+    p = add("revoke", "write a CRL revoking serials (hex, as in DB)", loc)
+    p.add_argument("cacert")
+    p.add_argument("key")
+    p.add_argument("serial", nargs="+")
+    p.add_argument("--crl", help="CRL file, extended if it exists (default <CA>.crl)")
+    p.add_argument("--days", type=int, default=30)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def _level_of(a: argparse.Namespace, remote: bool) -> int:
+    if a.compression_level is not None:
+        return int(a.compression_level)
+    return 9 if remote else 0
+
+
+def _out_file(a: argparse.Namespace, name: Name) -> FsPath:
+    if getattr(a, "output", None):
+        return FsPath(a.output)
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    return FsPath(tmp) / f"{name}.{rfc3339(datetime.now(UTC))}"
+
+
+def _read(path: str) -> bytes:
+    try:
+        return FsPath(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _create(a: argparse.Namespace, remote: bool) -> Plan:
+    typ = Typ[a.typ.upper()]
+    config = config_from_args(a, b"", False)  # validates the flags before any file IO
+    image = b""
+    if typ is not Typ.BHYVE:
+        if a.image is None:
+            raise CliError("create needs an IMAGE file")
+        image = _read(a.image)
+    if typ is Typ.SOLO5:
+        try:
+            check_manifest(read_manifest(image), [b.name for b in config.blocks],
+                           [n.netif for n in config.bridges])  # fmt: skip
+        except Solo5ImageError as exc:
+            raise CliError(f"{a.image}: {exc}") from None
+    level = _level_of(a, remote)
+    if level and image:
+        image = zlib.compress(image, level)
+    config = config_from_args(a, image, bool(level and image))
+    plan = Plan(parse_name(a.name), UnikernelCreate(config, force=a.force))
+    if remote and len(image) > INLINE_IMAGE_LIMIT:
+        plan.command = UnikernelCreate(config_from_args(a, b"", config.compressed), a.force)
+        plan.stream_image = image
+    return plan
+
+
+def _block_set_plan(name: Name, path: str, level: int, size_mb: int | None) -> Plan:
+    try:
+        total = FsPath(path).stat().st_size
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size_mb is not None and total > size_mb * MB:
+        raise CliError(f"{path} ({total} bytes) does not fit into {size_mb} MB")
+
+    def upload() -> Upload:
+        chunks = file_chunks(path)
+        if level:
+            chunks = _compressed(chunks, level)
+        return Upload(chunks, None if level else total, f"uploading {path}")
+
+    return Plan(name, BlockSet(compressed=level > 0), upload=upload)
+
+
+def _compressed(chunks: object, level: int) -> object:
+    z = zlib.compressobj(level)
+    for chunk in chunks:  # type: ignore[attr-defined]
+        if out := z.compress(chunk):
+            yield out
+    yield z.flush()
+
+
+def build_plan(a: argparse.Namespace, printer: Printer, remote: bool) -> Plan:
+    """The conversation(s) a network subcommand asks for."""
+    c = a.cmd
+    if c == "create":
+        return _create(a, remote)
+    if c in ("info", "stats", "block"):
+        name = parse_name_or_path(a.name_opt or a.name)
+        cmd: Command = {"info": UnikernelInfoQuery, "stats": StatsSubscribe,
+                        "block": BlockInfoQuery}[c]()  # fmt: skip
+        return Plan(name, cmd)
+    if c in ("policy", "remove-policy", "inactive-consoles"):
+        path = parse_path(a.path_opt or a.path or "")
+        cmd = {"policy": PolicyInfoQuery, "remove-policy": PolicyRemove,
+               "inactive-consoles": ConsoleListInactive}[c]()  # fmt: skip
+        return Plan(Name.of_path(path), cmd)
+    if c == "add-policy":
+        policy = policy_from_args(a)
+        try:
+            usable(policy)
+        except PolicyError as exc:
+            raise CliError(str(exc)) from None
+        return Plan(Name.of_path(parse_path(a.path)), PolicyAdd(policy))
+    if c in ("stats-add", "stats-remove"):
+        name = parse_name(a.name_opt)
+        if c == "stats-remove":
+            return Plan(name, StatsRemove())
+        bridges = tuple(parse_stats_bridge(b) for b in a.bridge or ())
+        return Plan(name, StatsAdd(a.vmmdev, a.pid, bridges))
+    name = parse_name(a.name)
+    if c == "destroy":
+        return Plan(name, UnikernelDestroy())
+    if c == "restart":
+        args = arguments_from_args(a) if a.replace_arguments else None
+        return Plan(name, UnikernelRestart(args))
+    if c == "get":
+        return Plan(
+            name,
+            UnikernelGet(_level_of(a, remote)),
+            on_wire=image_sink(_out_file(a, name), name, printer),
+        )
+    if c == "console":
+        if a.since is not None:
+            return Plan(name, ConsoleSubscribe(since=_parse_time(a.since)))
+        return Plan(name, ConsoleSubscribe(count=a.count))
+    if c == "create-block":
+        plan = Plan(name, BlockAdd(a.size))
+        if a.data:
+            plan.extra.append(_block_set_plan(name, a.data, _level_of(a, remote), a.size))
+        return plan
+    if c == "set-block":
+        return _block_set_plan(name, a.file, _level_of(a, remote), None)
+    if c == "dump-block":
+        dump = BlockDump(_level_of(a, remote))
+        return Plan(name, dump, on_wire=dump_sink(_out_file(a, name), name, printer))
+    if c == "destroy-block":
+        return Plan(name, BlockRemove())
+    raise CliError(f"unknown command {c}")  # pragma: no cover
+
+
+def _parse_time(s: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        raise CliError(f"--since {s!r} is not an RFC 3339 time or a date") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+# -- running ----------------------------------------------------------------------
+
+
+def _printing(plan: Plan, printer: Printer, quiet: bool) -> Callable[[Wire], None]:
+    def on_wire(wire: Wire) -> None:
+        if plan.on_wire is not None and plan.on_wire(wire):
+            return
+        if quiet and not printer.json_mode and not isinstance(wire.payload, Failure):
+            return
+        printer.wire(wire)
+
+    return on_wire
+
+
+async def _follow(run: Callable[[], object], shape: Shape) -> Exit:
+    """Run a conversation; a subscription ends cleanly on SIGINT/SIGTERM (exit 0)."""
+    if shape is not Shape.READ or threading.current_thread() is not threading.main_thread():
+        return await run()  # type: ignore[no-any-return, misc]
+    result: list[Exit] = [Exit.SUCCESS]
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def conversation() -> None:
+                result[0] = await run()  # type: ignore[misc]
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()  # detach: just close the socket
+                    return
+
+            nursery.start_soon(conversation)
+            nursery.start_soon(watch)
+    return result[0]
+
+
+async def _local(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
+    service, shape = endpoint(plan.command)
+    path = a.socket or socket_path(a.tmpdir, service)
+    try:
+        stream = await connect_unix(path)
+    except OSError as exc:
+        raise ConversationEnded(Exit.CONNECT_FAILED, f"cannot connect to {path}: {exc}") from None
+    conn = FramedStream(stream)
+    wire = Wire(Header(name=plan.name), plan.command)
+    upload = plan.upload() if plan.upload else None
+    try:
+        return await _follow(
+            lambda: converse(conn, wire, shape, _printing(plan, printer, a.quiet), upload), shape
+        )
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _remote_chain(a: argparse.Namespace, plan: Plan) -> tuple[list[object], object]:
+    try:
+        ca_chain = certs.load_chain(a.ca)
+        ca_key = certs.load_key(a.ca_key)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load --ca {a.ca} / --ca-key {a.ca_key}: {exc}") from None
+    if not ca_chain:
+        raise CliError(f"{a.ca} holds no certificate")
+    try:
+        leaf, key = certs.sign_leaf_on_the_fly(ca_chain[0], ca_key, plan.name, plan.command,
+                                               a.key_type)  # fmt: skip
+    except (certs.CertError, PolicyError) as exc:
+        raise CliError(str(exc)) from None
+    return [leaf, *ca_chain], key
+
+
+async def _remote(plan: Plan, a: argparse.Namespace, printer: Printer,
+                  chain: list[object], key: object) -> Exit:  # fmt: skip
+    host, port = parse_destination(a.destination)
+    try:
+        anchors = certs.load_chain(a.server_ca)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load --server-ca {a.server_ca}: {exc}") from None
+    try:
+        validate_chain(chain, anchors)  # type: ignore[arg-type]
+    except ChainCheckError as exc:
+        raise ConversationEnded(Exit.CHAIN_FAILURE, f"chain failure: {exc}") from None
+    ctx = client_context(chain, key, a.server_ca)  # type: ignore[arg-type]
+    _, shape = endpoint(plan.command)
+    upload = plan.upload() if plan.upload else None
+    if plan.stream_image is not None:
+        upload = Upload(bytes_chunks(plan.stream_image), len(plan.stream_image), "uploading image")
+    on_wire = _printing(plan, printer, a.quiet)
+    return await _follow(lambda: run_remote(host, port, ctx, shape, on_wire, upload), shape)
+
+
+def _csr(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
+    try:
+        cn = certs.leaf_common_name(plan.name, plan.command)
+        csr, key = certs.make_csr(cn, plan.command, a.key_type)
+        certs.write_key(f"{cn}.key", key)
+    except (certs.CertError, FileExistsError) as exc:
+        raise CliError(str(exc)) from None
+    certs.write_csr(f"{cn}.req", csr)
+    printer.result(f"wrote {cn}.key and {cn}.req", {"key": f"{cn}.key", "csr": f"{cn}.req"})
+    return Exit.SUCCESS
+
+
+def _certificate(a: argparse.Namespace, printer: Printer) -> Exit:
+    if not a.destination:
+        raise CliError("certificate needs -d/--destination")
+    try:
+        chain = certs.load_chain(a.cert)
+        key = certs.load_key(a.key)
+        found = command_of_certificate(chain[0]) if chain else None
+    except (OSError, ValueError, WireError) as exc:
+        raise CliError(f"cannot load {a.cert} / {a.key}: {exc}") from None
+    if found is None:
+        raise CliError(f"{a.cert}: the first certificate carries no albatross command")
+    plan = Plan(Name(), found[1])
+    return trio.run(_remote, plan, a, printer, chain, key)
+
+
+def _network(a: argparse.Namespace, printer: Printer) -> Exit:
+    chosen = [x for x in (a.socket is not None, a.destination is not None, a.csr) if x]
+    if len(chosen) > 1:
+        raise CliError("The options --csr, --destination, and --socket are mutually exclusive")
+    if a.cmd == "update":
+        printer.error("update needs builds.robur.coop over HTTPS; not supported offline")
+        return Exit.HTTP_FAILURE
+    if a.cmd == "log":
+        raise CliError("support for log was dropped (albatross 1.2); use console")
+    remote = a.destination is not None or a.csr
+    plan = build_plan(a, printer, remote)
+    if a.socket == "-":
+        print(encode_wire(Wire(Header(name=plan.name), plan.command)).hex(), flush=True)
+        return Exit.COMMUNICATION_FAILED
+    if a.csr:
+        return _csr(plan, a, printer)
+    for step in (plan, *plan.extra):
+        if a.destination is not None:
+            chain, key = _remote_chain(a, step)
+            if a.destination == "-":
+                sys.stdout.write(certs.certs_to_pem(chain).decode())  # type: ignore[arg-type]
+                continue
+            code = trio.run(_remote, step, a, printer, chain, key)
+        else:
+            code = trio.run(_local, step, a, printer)
+        if code != Exit.SUCCESS:
+            return code
+    return Exit.SUCCESS
+
+
+LOCAL_COMMANDS = {"inspect-dump", "extract-dump", "sign", "generate", "revoke"}
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "albatross-client") -> int:
+    parser = build_parser(prog)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as exc:
+        return Exit.SUCCESS if exc.code == 0 else Exit.CLI_ERROR
+    printer = Printer(json_mode=a.json, verbose=a.verbose > 0)
+    try:
+        if a.cmd in LOCAL_COMMANDS:
+            return int(local_ops.run(a, printer))
+        if a.cmd == "certificate":
+            return int(_certificate(a, printer))
+        return int(_network(a, printer))
+    except CliError as exc:
+        printer.error(str(exc))
+        return Exit.CLI_ERROR
+    except ConversationEnded as exc:
+        printer.error(str(exc))
+        return int(exc.code)
+    except KeyboardInterrupt:  # Ctrl-C outside a subscription: interrupted, as a shell says
+        return 130
+    except Exception as exc:  # an internal error: say what, exit 125
+        printer.error(f"internal error: {type(exc).__name__}: {exc}")
+        return Exit.INTERNAL_ERROR
+
+
+def vmmc_main(argv: Sequence[str] | None = None) -> int:
+    """The pre-1.0 name; same subcommands (``remove`` = destroy, ``add_policy`` …)."""
+    return main(argv, prog="vmmc")
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()
