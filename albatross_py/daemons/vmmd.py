@@ -29,6 +29,7 @@ import trio
 
 from albatross_py.core.names import ROOT, Name
 from albatross_py.core.policy import PolicyError
+from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.daemons.supervisor import OperationError, Supervisor
@@ -38,6 +39,7 @@ from albatross_py.transport import END, FramedStream, bind_unix, socket_path, sy
 from albatross_py.virt.base import Backend
 from albatross_py.virt.solo5 import Solo5Backend
 from albatross_py.wire import State, WireError, read_state
+from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
     BlockAdd,
     BlockAddOld,
@@ -308,6 +310,7 @@ async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
         runtime,
         stop_grace=opts.stop_grace,
         restart_delay=opts.restart_delay,
+        events=EventLink(socket_path(layout.tmpdir, "log")),
     )
     for backend in sup.backends.values():
         for command in backend.required_commands():
@@ -361,6 +364,9 @@ async def run(
     try:
         async with trio.open_nursery() as nursery:
             sup.attach_nursery(nursery)
+            if isinstance(sup.events, EventLink):
+                nursery.start_soon(sup.events.run)
+            sup.events.emit(ev.Startup("albatrossd"))
             await restore_unikernels(sup, state)
             nursery.start_soon(trio.serve_listeners, vmmd.serve_connection, [listener])
             if handle_signals:

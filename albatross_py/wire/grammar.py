@@ -32,6 +32,14 @@ from albatross_py.wire.der import (
 )
 from albatross_py.wire.der import Sequence_ as Seq
 from albatross_py.wire.errors import WireError
+from albatross_py.wire.events_grammar import (
+    EVENT_DATA,
+    EVENTS_CMD,
+    data_event_of_raw,
+    data_event_to_raw,
+    events_command_of_raw,
+    events_command_to_raw,
+)
 from albatross_py.wire.messages import (
     BlockAdd,
     BlockAddOld,
@@ -47,7 +55,10 @@ from albatross_py.wire.messages import (
     Data,
     DataBlock,
     DataConsole,
+    DataEvent,
     DataStatistics,
+    EventsRecord,
+    EventsSubscribe,
     Failure,
     Header,
     InfoVersion,
@@ -819,6 +830,7 @@ COMMAND_RAW = Choice(
         3: ("unikernel", UNIKERNEL_CMD),
         4: ("policy", POLICY_CMD),
         5: ("block", BLOCK_CMD),
+        6: ("events", EVENTS_CMD),  # ours, not albatross 2.7.2 (events_grammar.py)
     },
 )
 
@@ -881,6 +893,8 @@ def command_of_raw(c: tuple[str, Any]) -> Command:
             return BlockDump(v)
         case "block", "set":
             return BlockSet(v)
+        case "events", _:
+            return events_command_of_raw(alt, v)
     raise WireError(f"unhandled command {group}/{alt}")  # pragma: no cover - grammar is closed
 
 
@@ -935,6 +949,8 @@ def command_to_raw(cmd: Command) -> tuple[str, Any]:
             return "block", ("dump-OLD" if old else "dump", level)
         case BlockSet(compressed):
             return "block", ("set", compressed)
+        case EventsSubscribe() | EventsRecord():
+            return "events", events_command_to_raw(cmd)
     raise WireError(f"not a command: {cmd!r}")
 
 
@@ -1037,6 +1053,7 @@ DATA_RAW = Choice(
             "block",
             Choice("block data", {0: ("some-data", OctetString()), 1: ("no-data", Null())}),
         ),
+        5: ("event", EVENT_DATA),  # ours, not albatross 2.7.2 (events_grammar.py)
     },
 )
 
@@ -1047,6 +1064,8 @@ def data_of_raw(c: tuple[str, Any]) -> Data:
         return DataStatistics(v)
     if alt == "console":
         return DataConsole(v["timestamp"], v["data"])
+    if alt == "event":
+        return data_event_of_raw(v)
     kind, chunk = v
     return DataBlock(chunk if kind == "some-data" else None)
 
@@ -1059,6 +1078,8 @@ def data_to_raw(d: Data) -> tuple[str, Any]:
             return "console", {"timestamp": ts, "data": line}
         case DataBlock(chunk):
             return "block", ("no-data", None) if chunk is None else ("some-data", chunk)
+        case DataEvent():
+            return "event", data_event_to_raw(d)
     raise WireError(f"not data: {d!r}")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from albatross_py.core.names import Name
+from albatross_py.wire.events import Event
 from albatross_py.wire.types import (
     BlockDeviceEntry,
     NamedPolicy,
@@ -219,6 +220,28 @@ class BlockSet(Command):
     compressed: bool = False
 
 
+# -- event log commands (our own tag [6], see wire/events_grammar.py) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSubscribe(Command):
+    """Event history since a time, or the last ``count`` events, then live events."""
+
+    since: datetime | None = None
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.since is None) == (self.count is None):
+            raise ValueError("events subscribe takes exactly one of since and count")
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRecord(Command):
+    """A producer (albatrossd, the TLS endpoint) hands albatross-log one event."""
+
+    event: Event
+
+
 # -- replies ------------------------------------------------------------------
 
 
@@ -296,6 +319,14 @@ class DataBlock(Data):
     """A chunk of a block dump; ``chunk`` None marks the end of the stream."""
 
     chunk: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataEvent(Data):
+    """One event of the event log (our own tag [5]), stamped by albatross-log."""
+
+    timestamp: datetime
+    event: Event
 
 
 Payload = Command | Reply | Failure | Data

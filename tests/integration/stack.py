@@ -1,4 +1,5 @@
 """An albatross stack in a temp dir for integration tests: console daemon +
+(optionally, ``log=True``, albatross-log with its file at ``<tmp>/log/events.log``) +
 albatrossd in-process (the stand-in solo5 tender on a private search path),
 and a client that speaks the wire protocol over the real unix socket."""
 
@@ -14,6 +15,7 @@ import trio
 
 from albatross_py.core.names import Name
 from albatross_py.daemons.console import ConsoleDaemon
+from albatross_py.daemons.events import EventsDaemon, LogFile
 from albatross_py.daemons.supervisor import Supervisor
 from albatross_py.daemons.vmmd import Options, run
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
@@ -34,6 +36,7 @@ class Stack:
     bindir: Path
     sup: Supervisor
     nursery: trio.Nursery
+    events: EventsDaemon | None = None
 
     async def call(self, name: str | Name, cmd: Command, *, seq: int = 0) -> object:
         """One command on a new connection; the reply's payload."""
@@ -59,7 +62,7 @@ class Stack:
 
 @asynccontextmanager
 async def stack(
-    tmp_path: Path, *, console: bool = True, restart_delay: float = 0.1
+    tmp_path: Path, *, console: bool = True, restart_delay: float = 0.1, log: bool = False
 ) -> AsyncIterator[Stack]:
     tmpdir, dbdir = tmp_path / "t", tmp_path / "d"  # socket paths stay under 107 bytes
     bindir = tmp_path / "bin"
@@ -73,9 +76,15 @@ async def stack(
         if console:
             listener = bind_unix(socket_path(tmpdir, "console"))
             await nursery.start(ConsoleDaemon(tmpdir).serve, listener)
+        events = None
+        if log:  # before albatrossd, so its event link finds the socket at once
+            logfile = LogFile(tmp_path / "log" / "events.log")
+            logfile.open()
+            events = EventsDaemon(logfile)
+            await nursery.start(events.serve, bind_unix(socket_path(tmpdir, "log")))
         sup = await nursery.start(lambda task_status: run(opts, handle_signals=False,
                                                           task_status=task_status))  # fmt: skip
         try:
-            yield Stack(tmpdir, dbdir, bindir, sup, nursery)
+            yield Stack(tmpdir, dbdir, bindir, sup, nursery, events)
         finally:
             nursery.cancel_scope.cancel()

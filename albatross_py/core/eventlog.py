@@ -1,0 +1,320 @@
+"""The event log's pure logic: the ring, who sees what, and the text line format.
+
+albatross-log (``albatross_py.daemons.events``) keeps the last
+:data:`RING_SIZE` events in memory, appends each to a text file and streams
+them to subscribers, as albatross-console does for console lines (spec 6.1).
+Everything here is sans-IO; subscribers are opaque objects compared by
+identity.
+
+Who sees an event: a subscriber at a name or path sees every event whose
+subject is at or below it, matching on label tuples as the stats daemon
+does (``Vmm_trie`` semantics): a subscriber at ``:`` sees everything, one at
+``a:`` everything about ``a:``, ``a:vm``, ``a:b:``, ``a:b:vm``...  A
+``startup`` event has the root as subject, so only root subscribers get it.
+The name a subscriber sees (in the header, and in the event itself) is the
+subject relative to the subscriber's path (:func:`relative_name`).
+
+History on subscribe, as console subscriptions: ``count`` n = the last n
+*matching* events (n clamped to ``[0, RING_SIZE]``), ``since`` t = the
+matching events from t on, oldest first; the walk never laps the ring and
+stops at the first event older than t.
+
+Text format, one line per event, always a single line::
+
+    2026-08-03T10:11:12.345Z unikernel-started a:vm pid=1234 taps=service=tap0 blocks= ...
+
+``<RFC 3339 UTC timestamp with milliseconds> <kind> <name> key=value ...``;
+``kind`` is the wire alternative's name, ``name`` the subject (``:`` for a
+startup).  Values are written bare when they are plain, otherwise in double
+quotes with ``\\\\``, ``\\"``, ``\\n``, ``\\r``, ``\\t`` and ``\\xHH`` escapes for
+every other control character, so neither a hostile VM name nor a reason
+string can break or forge a line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from albatross_py.core.names import ROOT, Name, Path, is_prefix
+from albatross_py.wire import events as ev
+
+#: Events kept in memory.
+RING_SIZE = 4096
+
+#: Subscribers kept per name; beyond that, the oldest one is closed (a client
+#: reconnecting in a loop cannot pile up connections).
+MAX_SUBSCRIBERS_PER_NAME = 8
+
+Entry = tuple[datetime, ev.Event]
+S = TypeVar("S")
+
+
+# -- the ring ---------------------------------------------------------------------
+
+
+class EventRing:
+    """A fixed-size ring of ``(timestamp, event)``, oldest overwritten first."""
+
+    __slots__ = ("_count", "_slots", "_write", "size")
+
+    def __init__(self, size: int = RING_SIZE) -> None:
+        if size < 1:
+            raise ValueError("a ring holds at least one entry")
+        self.size = size
+        self._slots: list[Entry | None] = [None] * size
+        self._write = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def push(self, timestamp: datetime, event: ev.Event) -> None:
+        self._slots[self._write] = (timestamp, event)
+        self._write = (self._write + 1) % self.size
+        self._count = min(self._count + 1, self.size)
+
+    def newest_first(self) -> Iterator[Entry]:
+        """At most one lap, newest entry first."""
+        idx = self._write
+        for _ in range(self._count):
+            idx = (idx - 1) % self.size
+            entry = self._slots[idx]
+            assert entry is not None
+            yield entry
+
+    def entries(self) -> list[Entry]:
+        """Everything held, oldest first."""
+        return list(reversed(list(self.newest_first())))
+
+
+# -- matching -----------------------------------------------------------------------
+
+
+def matches(subscriber: Name, event: ev.Event) -> bool:
+    """Whether a subscriber at ``subscriber`` (a name or a path) sees ``event``."""
+    return is_prefix(subscriber.labels(), event.subject.labels())
+
+
+def relative_name(subscriber: Name, subject: Name) -> Name:
+    """``subject`` as seen from ``subscriber``'s path (it must match).
+
+    A path subscription whose labels equal a unikernel's (``a:vm:`` and
+    ``a:vm``) sees the bare label ``:vm``, as in the stats daemon.
+    """
+    prefix = subscriber.path
+    if not is_prefix(prefix, subject.path):
+        return Name(ROOT, subject.label)
+    return subject.drop_prefix(prefix)
+
+
+def relative_event(subscriber: Name, event: ev.Event) -> ev.Event:
+    """``event`` with its name relative to ``subscriber``'s path."""
+    if isinstance(event, ev.Startup):
+        return event
+    rel = relative_name(subscriber, event.subject)
+    if rel == event.subject:
+        return event
+    return dataclasses.replace(event, name=rel)  # type: ignore[type-var]
+
+
+def history(
+    ring: EventRing, subscriber: Name, *, count: int | None = None, since: datetime | None = None
+) -> list[Entry]:
+    """The matching events a new subscriber gets first, oldest first (module docstring)."""
+    out: list[Entry] = []
+    if count is not None:
+        n = max(0, min(count, ring.size))
+        if n == 0:
+            return out
+        for entry in ring.newest_first():
+            if matches(subscriber, entry[1]):
+                out.append(entry)
+                if len(out) == n:
+                    break
+    else:
+        assert since is not None, "history needs a count or a since"
+        for entry in ring.newest_first():
+            if entry[0] < since:
+                break
+            if matches(subscriber, entry[1]):
+                out.append(entry)
+    out.reverse()
+    return out
+
+
+# -- state: ring + subscribers ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed(Generic[S]):
+    """What a subscribe gives: the history to send and subscribers to close."""
+
+    history: list[Entry]
+    kicked: list[S]
+
+
+@dataclass(eq=False)
+class EventLog(Generic[S]):
+    """The ring and the subscribers; ``S`` is whatever the daemon uses for one."""
+
+    ring_size: int = RING_SIZE
+    max_per_name: int = MAX_SUBSCRIBERS_PER_NAME
+    ring: EventRing = field(init=False)
+    _subs: dict[Path, list[tuple[Name, S]]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.ring = EventRing(self.ring_size)
+
+    def record(self, timestamp: datetime, event: ev.Event) -> list[tuple[S, Name, ev.Event]]:
+        """Keep ``event``; every subscriber that sees it, with the name and event it sees."""
+        self.ring.push(timestamp, event)
+        labels = event.subject.labels()
+        out: list[tuple[S, Name, ev.Event]] = []
+        for depth in range(len(labels) + 1):
+            for at, sub in self._subs.get(labels[:depth], ()):
+                out.append((sub, relative_name(at, event.subject), relative_event(at, event)))
+        return out
+
+    def subscribe(
+        self, at: Name, sub: S, *, count: int | None = None, since: datetime | None = None
+    ) -> Subscribed[S]:
+        """Register ``sub`` at ``at``; its history, and older subscribers to close."""
+        entries = self._subs.setdefault(at.labels(), [])
+        kicked: list[S] = []
+        while len(entries) >= self.max_per_name:
+            kicked.append(entries.pop(0)[1])
+        entries.append((at, sub))
+        return Subscribed(history(self.ring, at, count=count, since=since), kicked)
+
+    def unsubscribe(self, at: Name, sub: S) -> bool:
+        key = at.labels()
+        entries = self._subs.get(key, [])
+        for i, (_, s) in enumerate(entries):
+            if s is sub:
+                del entries[i]
+                if not entries:
+                    del self._subs[key]
+                return True
+        return False
+
+    def subscriber_count(self) -> int:
+        return sum(len(v) for v in self._subs.values())
+
+
+# -- the text line ----------------------------------------------------------------------
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:,;=_-+/@[]()")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def quote(value: str) -> str:
+    """``value`` bare when plain, otherwise double-quoted and escaped (never a newline)."""
+    if value and all(c in _PLAIN for c in value):
+        return value
+    out = []
+    for c in value:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif c < " " or c == "\x7f" or "\x80" <= c <= "\x9f" or c in "\u2028\u2029":
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        elif "\udc80" <= c <= "\udcff":  # an undecodable byte kept by surrogateescape
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif "\ud800" <= c <= "\udfff":
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def timestamp_text(ts: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: ``2026-08-03T10:11:12.345Z``."""
+    ts = ts.astimezone(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts.microsecond // 1000:03d}Z"
+
+
+def _pairs(pairs: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(f"{a}={b}" for a, b in pairs)
+
+
+def fields(event: ev.Event) -> list[tuple[str, str]]:
+    """The ``key=value`` part of an event's line, unquoted."""
+    match event:
+        case ev.Startup(program):
+            return [("program", program)]
+        case ev.Login(_, address) | ev.Logout(_, address):
+            return [("address", address)]
+        case ev.UnikernelStarted(_, pid, taps, blocks, digest):
+            return [
+                ("pid", str(pid)),
+                ("taps", _pairs(taps)),
+                ("blocks", _pairs(blocks)),
+                ("digest", digest.hex()),
+            ]
+        case ev.UnikernelExited(_, pid, code, signal):
+            if code is not None:
+                return [("pid", str(pid)), ("exit-code", str(code))]
+            if signal is not None:
+                return [("pid", str(pid)), ("signal", str(signal))]
+            return [("pid", str(pid)), ("status", "unknown")]
+        case ev.UnikernelRestarting(_, reason):
+            return [("reason", reason)]
+        case ev.PolicyChanged(_, None) | ev.BlockChanged(_, None):
+            return [("removed", "true")]
+        case ev.PolicyChanged(_, policy):
+            assert policy is not None
+            return [
+                ("unikernels", str(policy.unikernels)),
+                ("memory", str(policy.memory)),
+                ("block", "none" if policy.block is None else str(policy.block)),
+                ("cpuids", ",".join(str(c) for c in sorted(policy.cpuids))),
+                ("bridges", ",".join(sorted(policy.bridges))),
+            ]
+        case ev.BlockChanged(_, size):
+            return [("size", str(size))]
+    return []
+
+
+def kind(event: ev.Event) -> str:
+    """The event's kind: its alternative's name in the wire grammar."""
+    return _KINDS.get(type(event), type(event).__name__)
+
+
+_KINDS: dict[type, str] = {
+    ev.Startup: "startup",
+    ev.Login: "login",
+    ev.Logout: "logout",
+    ev.UnikernelStarted: "unikernel-started",
+    ev.UnikernelExited: "unikernel-exited",
+    ev.UnikernelRestarting: "unikernel-restarting",
+    ev.UnikernelDestroyed: "unikernel-destroyed",
+    ev.PolicyChanged: "policy-changed",
+    ev.BlockChanged: "block-changed",
+}
+
+
+def line(timestamp: datetime, event: ev.Event) -> str:
+    """The event's line in the log file, with its trailing newline."""
+    parts = [timestamp_text(timestamp), kind(event), quote(str(event.subject))]
+    parts += [f"{k}={quote(v)}" for k, v in fields(event)]
+    return " ".join(parts) + "\n"
+
+
+__all__ = [
+    "MAX_SUBSCRIBERS_PER_NAME",
+    "RING_SIZE",
+    "EventLog",
+    "EventRing",
+    "Subscribed",
+    "history",
+    "kind",
+    "line",
+    "matches",
+    "quote",
+    "relative_event",
+    "relative_name",
+    "timestamp_text",
+]
