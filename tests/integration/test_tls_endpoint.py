@@ -1,4 +1,5 @@
-"""albatross-tls-endpoint over real TLS 1.3 on loopback, with albatrossd and the console.
+"""albatross-tls-endpoint over real TLS 1.3 on loopback, with albatrossd and the console
+(and, for the event tests, albatross-log).
 
 The client side is the standard library's blocking ``ssl`` client in a worker
 thread (TLS 1.3 only, the leaf plus its CA chain, the server verified against
@@ -41,6 +42,7 @@ from albatross_py.daemons.tls_endpoint import (
     make_server_context,
     tcp_listen_socket,
 )
+from albatross_py.wire import events as ev
 from albatross_py.wire import frame
 from albatross_py.wire.cert import command_extension
 from albatross_py.wire.codec import decode_wire
@@ -52,6 +54,9 @@ from albatross_py.wire.messages import (
     ConsoleSubscribe,
     DataBlock,
     DataConsole,
+    DataEvent,
+    EventsRecord,
+    EventsSubscribe,
     Failure,
     PolicyAdd,
     PolicyInfoQuery,
@@ -66,6 +71,8 @@ from albatross_py.wire.messages import (
 )
 from albatross_py.wire.types import Policy
 from tests.integration.stack import Stack, stack
+from tests.integration.test_event_log import subscribe
+from tests.threads import in_thread
 
 TIMEOUT = 30
 TENANT_POLICY = Policy(2, frozenset({0}), 128, 10, frozenset())
@@ -199,7 +206,7 @@ class Env:
 
     async def in_thread(self, fn: Callable[[], Any]) -> Any:
         with trio.fail_after(TIMEOUT):
-            return await trio.to_thread.run_sync(fn, cancellable=True)
+            return await in_thread(fn)
 
     async def talk(self, leaf: Leaf, upload: Sequence[bytes] | None = None) -> list[Wire]:
         """Connect, optionally stream raw chunks (plus the end chunk), read until closed."""
@@ -245,7 +252,7 @@ class Env:
 
 
 @asynccontextmanager
-async def tls_stack(tmp_path: Path) -> AsyncIterator[Env]:
+async def tls_stack(tmp_path: Path, *, log: bool = False) -> AsyncIterator[Env]:
     ca, ca_key = certs.generate_ca("root")
     server, server_key = certs.generate_server(
         ca, ca_key, name="localhost", ip_addresses=["127.0.0.1", "::1"]
@@ -258,7 +265,7 @@ async def tls_stack(tmp_path: Path) -> AsyncIterator[Env]:
     certs.write_certs(pki / "server.pem", [server])
     certs.write_key(pki / "server.key", server_key)
     context = make_server_context(pki / "cacert.pem", pki / "server.pem", pki / "server.key")
-    async with stack(tmp_path) as s:
+    async with stack(tmp_path, log=log) as s:
         endpoint = TlsEndpoint(context, s.tmpdir, s.dbdir)
         listener = trio.SocketListener(
             trio.socket.from_stdlib_socket(tcp_listen_socket("127.0.0.1", 0))
@@ -464,6 +471,102 @@ async def test_unreachable_service_gives_a_failure(tmp_path: Path) -> None:
         )
 
 
+# -- the event log: logins, logouts, tenant subscriptions ----------------------------------
+
+
+def _local_addr(conn: Conn) -> str:
+    host, port = conn.tls.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+async def test_login_and_logout_events(tmp_path: Path) -> None:
+    async with tls_stack(tmp_path, log=True) as env:
+        tenant = Name.of_string("tenant:")
+        async with subscribe(env.s.tmpdir, ":", count=0) as root:
+            # a refused chain logs nobody in; a leaf may not forge events
+            forged = EventsRecord(ev.Login(Name.of_string("other:vm"), "192.0.2.1:1"))
+            assert await env.final(env.leaf(None, forged)) == Failure("refused: unexpected command")
+            ctx = env.context(env.leaf(None, UnikernelInfoQuery()))
+
+            def command() -> tuple[str, list[Wire]]:
+                conn = Conn(env.port, ctx)
+                try:
+                    return _local_addr(conn), conn.read_all()
+                finally:
+                    conn.close()
+
+            addr, wires = await env.in_thread(command)
+            assert [type(w.payload) for w in wires] == [ReplyUnikernelInfo]
+            got = await root.until(lambda e: isinstance(e, ev.Logout))
+            sessions = [e for e in got if isinstance(e, ev.Login | ev.Logout)]
+            assert sessions == [ev.Login(tenant, addr), ev.Logout(tenant, addr)]
+            assert not any("other:vm" in str(e.subject) for e in got)
+
+            # a connection that ends in an unexpected error still logs out
+            async def boom(*_: object) -> None:
+                raise RuntimeError("boom")
+
+            env.endpoint._serve_request = boom  # type: ignore[method-assign]
+            addr2, wires = await env.in_thread(command)
+            assert wires == []
+            got = await root.until(lambda e: isinstance(e, ev.Logout))
+            sessions = [e for e in got if isinstance(e, ev.Login | ev.Logout)]
+            assert sessions == [ev.Login(tenant, addr2), ev.Logout(tenant, addr2)]
+            await env.idle()
+        # the same lines in albatross-log's file
+        text = (tmp_path / "log" / "events.log").read_text()
+        for kind, address in (("login", addr), ("logout", addr), ("logout", addr2)):
+            assert f" {kind} tenant: address={address}\n" in text, text
+
+
+async def test_tenant_subscribes_to_its_own_subtree(tmp_path: Path) -> None:
+    async with tls_stack(tmp_path, log=True) as env:
+        s = env.s
+        created = ReplyString("created unikernel")
+        ctx = env.context(env.leaf(None, EventsSubscribe(count=20)))
+
+        async def create_inside_and_outside() -> None:
+            assert await s.call("other:x", UnikernelCreate(s.config())) == created
+            assert await s.call("tenant:web", UnikernelCreate(s.config())) == created
+
+        def watch() -> tuple[str, Wire, list[Wire], list[Wire]]:
+            conn = Conn(env.port, ctx)
+            try:
+                first = conn.read_wire()
+                assert first is not None
+                trio.from_thread.run(create_inside_and_outside)
+                seen: list[Wire] = []
+                while not seen or not isinstance(seen[-1].payload.event, ev.UnikernelStarted):  # type: ignore[attr-defined]
+                    wire = conn.read_wire()
+                    assert wire is not None and isinstance(wire.payload, DataEvent), wire
+                    seen.append(wire)
+                conn.send_chunk(b"bye")
+                return _local_addr(conn), first, seen, conn.read_all()
+            finally:
+                conn.close()
+
+        addr, first, seen, rest = await env.in_thread(watch)
+        assert first.payload == ReplyString("subscribed")
+        # only the tenant's subtree, named relative to its path: its own login
+        # (history or live, depending on who was first) and its VM
+        events = [w.payload.event for w in seen]  # type: ignore[attr-defined]
+        started = events[-1]
+        assert isinstance(started, ev.UnikernelStarted) and started.name == Name((), "web")
+        assert events[:-1] in ([], [ev.Login(Name(), addr)]), events
+        assert [w.header.name for w in seen][-1] == Name((), "web")
+        assert all(w.header.sequence == 0 for w in seen)
+        final = rest[-1]
+        assert final.payload == ReplyString("unsubscribed")
+        assert (final.header.sequence, str(final.header.name)) == (0, "tenant:")
+        assert all(isinstance(w.payload, DataEvent) for w in rest[:-1])
+        # other:x really was logged, before tenant:web: the filter kept it out
+        assert s.events is not None
+        names = [str(e.name) for _, e in s.events.state.ring.entries()
+                 if isinstance(e, ev.UnikernelStarted)]  # fmt: skip
+        assert names == ["other:x", "tenant:web"]
+        await env.idle()
+
+
 # -- startup and the executable --------------------------------------------------------
 
 
@@ -539,7 +642,7 @@ async def test_executable_listens_dual_stack(tmp_path: Path) -> None:
 
     try:
         with trio.fail_after(TIMEOUT):
-            wires = await trio.to_thread.run_sync(talk, cancellable=True)
+            wires = await in_thread(talk)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -565,10 +668,50 @@ async def test_executable_inetd_mode(tmp_path: Path) -> None:
 
     try:
         with trio.fail_after(TIMEOUT):
-            wires = await trio.to_thread.run_sync(talk, cancellable=True)
-            assert await trio.to_thread.run_sync(proc.wait, cancellable=True) == 0
+            wires = await in_thread(talk)
+            assert await in_thread(proc.wait) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert [w.payload for w in wires] == [Failure("couldn't reach service")]
+
+
+async def test_executable_inetd_mode_delivers_its_events(tmp_path: Path) -> None:
+    """The one --inetd connection's login and logout reach albatross-log before the exit."""
+    pki, leaf = _pki(tmp_path)
+    async with stack(tmp_path, log=True) as s:
+        assert s.events is not None
+        ours, theirs = socket.socketpair()
+        argv = _command(pki, "--inetd", "-q", "--tmpdir", str(s.tmpdir))
+        proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs)
+        theirs.close()
+        ctx = _client_ctx(pki, leaf)
+
+        def talk() -> list[Wire]:
+            ours.settimeout(TIMEOUT)
+            conn = Conn.__new__(Conn)
+            conn.tls = ctx.wrap_socket(ours, server_hostname="127.0.0.1")
+            try:
+                return conn.read_all()
+            finally:
+                conn.close()
+
+        try:
+            with trio.fail_after(TIMEOUT):
+                wires = await in_thread(talk)
+                assert await in_thread(proc.wait) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert [type(w.payload) for w in wires] == [ReplyUnikernelInfo]
+        with trio.fail_after(TIMEOUT):  # albatross-log reads what the process sent
+            while True:
+                sessions = [e for _, e in s.events.state.ring.entries()
+                            if isinstance(e, ev.Login | ev.Logout)]  # fmt: skip
+                if len(sessions) == 2:
+                    break
+                await trio.sleep(0.01)
+        assert [type(e) for e in sessions] == [ev.Login, ev.Logout]
+        assert all(str(e.name) == ":x" for e in sessions)  # type: ignore[attr-defined]
