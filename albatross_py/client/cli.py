@@ -2,8 +2,9 @@
 
 Destinations (exactly one): ``--socket PATH`` (default: the daemon's socket
 under ``--tmpdir``: console commands use ``console.sock``, stats commands
-``stat.sock``, everything else ``vmmd.sock``), ``--socket -`` (print the
-encoded message as hex, exit 121, as albatross), ``-d/--destination
+``stat.sock``, ``log`` uses albatross-log's ``log.sock``, everything else
+``vmmd.sock``), ``--socket -`` (print the encoded message as hex, exit 121,
+as albatross; for ``log`` our ``events subscribe``), ``-d/--destination
 HOST[:PORT]`` (remote TLS, see :mod:`albatross_py.client.remote`;
 ``-d -`` prints the PEM chain that would be sent) or ``--csr`` (write
 ``<name>.key`` (0400) and ``<name>.req`` for ``sign``).
@@ -12,6 +13,13 @@ v1.x underscore names (``add_policy``, ``create_block`` …) and the pre-1.0
 ``vmmc`` names (``remove`` = destroy, ``policy``, ``add_policy`` …) are
 aliases.  ``update`` needs builds.robur.coop and is not supported offline
 (exit 118).  Exit codes: spec 7.5 (:class:`~albatross_py.client.config_args.Exit`).
+
+``log [NAME] [--since T | --count N]`` subscribes to albatross-log (our
+``events subscribe``; albatross's own ``log`` was retired in 1.2 and its wire
+tags stay retired): the matching history, then live events, one line each in
+the log file's format (``--json``: JSON lines), until Ctrl-C/SIGTERM as
+``console``.  Remotely the subscription is at the certificate's name, so a
+tenant sees its own subtree.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ from albatross_py.wire.messages import (
     Command,
     ConsoleListInactive,
     ConsoleSubscribe,
+    EventsSubscribe,
     Failure,
     Header,
     PolicyAdd,
@@ -223,7 +232,11 @@ def build_parser(prog: str = "albatross-client") -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", dest="name_opt", required=True)
     p = add("stats-remove", "stop statistics (debugging)", net, ["stats_remove"])
     p.add_argument("-n", "--name", dest="name_opt", required=True)
-    add("log", "retired (albatross-log was removed in 1.2)", net).add_argument("rest", nargs="*")
+    p = add("log", "show events (albatross-log), follow until Ctrl-C", net)
+    p.add_argument("name", nargs="?", help="name or path (default: everything)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--since", help="RFC 3339 time or date")
+    g.add_argument("--count", type=int, default=20, help="last N events (default 20)")
     for name, aliases in (("inspect-dump", ["inspect_dump"]), ("extract-dump", ["extract_dump"])):
         p = add(name, "read albatrossd's state file", loc, aliases)
         if name == "extract-dump":
@@ -332,6 +345,11 @@ def build_plan(a: argparse.Namespace, printer: Printer, remote: bool) -> Plan:
     c = a.cmd
     if c == "create":
         return _create(a, remote)
+    if c == "log":
+        name = parse_name_or_path(a.name)
+        if a.since is not None:
+            return Plan(name, EventsSubscribe(since=_parse_time(a.since)))
+        return Plan(name, EventsSubscribe(count=a.count))
     if c in ("info", "stats", "block"):
         name = parse_name_or_path(a.name_opt or a.name)
         cmd: Command = {"info": UnikernelInfoQuery, "stats": StatsSubscribe,
@@ -518,8 +536,6 @@ def _network(a: argparse.Namespace, printer: Printer) -> Exit:
     if a.cmd == "update":
         printer.error("update needs builds.robur.coop over HTTPS; not supported offline")
         return Exit.HTTP_FAILURE
-    if a.cmd == "log":
-        raise CliError("support for log was dropped (albatross 1.2); use console")
     remote = a.destination is not None or a.csr
     plan = build_plan(a, printer, remote)
     if a.socket == "-":

@@ -9,6 +9,9 @@ Default output mirrors albatross's ``Vmm_commands.pp_wire``:
 * ``console <rfc3339>: <line>`` with the line escaped like OCaml's
   ``String.escaped`` (albatross 2.7.0 escapes console data);
 * ``stats: …``;
+* an event-log event: its line as in albatross-log's file
+  (:func:`albatross_py.core.eventlog.line`), e.g.
+  ``2026-08-03T10:11:12.345Z login tenant: address=192.0.2.1:4711``;
 * a failure: ``host <name>: command failed <message>`` (on stderr, as
   albatross logs it as a warning).
 
@@ -27,11 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from albatross_py.core.eventlog import line as event_line
 from albatross_py.core.names import Name
 from albatross_py.wire.jsonview import mac_to_str, wire_to_json
 from albatross_py.wire.messages import (
     DataBlock,
     DataConsole,
+    DataEvent,
     DataStatistics,
     Failure,
     ReplyBlockDeviceImage,
@@ -156,6 +161,8 @@ def pp_wire(wire: Wire, verbose: bool = False) -> list[str]:
             return [f"console {rfc3339(ts)}: {ocaml_escaped(line)}"]
         case DataStatistics(stats):
             return [f"stats: {pp_stats(stats)}"]
+        case DataEvent(ts, event):
+            return [event_line(ts, event).rstrip("\n")]
         case DataBlock(chunk):
             return ["block data " + ("eof" if chunk is None else f"{len(chunk)} bytes")]
         case ReplyEmpty():

@@ -55,6 +55,7 @@ from albatross_py.wire.messages import (
     ConsoleListInactive,
     ConsoleSubscribe,
     DataBlock,
+    EventsSubscribe,
     Failure,
     Reply,
     ReplyBlockDeviceImage,
@@ -88,6 +89,8 @@ def endpoint(cmd: Command) -> tuple[str, Shape]:
             return "console", Shape.READ
         case StatsSubscribe():
             return "stats", Shape.READ
+        case EventsSubscribe():
+            return "log", Shape.READ
         case StatsAdd() | StatsRemove() | StatsInitial():
             return "stats", Shape.SINGLE
         case BlockDump(old=False):

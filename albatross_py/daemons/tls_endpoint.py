@@ -16,8 +16,16 @@ The story of one connection:
    answered before the next, then send the command.  Block set forwards raw
    chunks to albatrossd until the client's zero-length chunk.
 5. Answer: one reply (``Single``), or proxy a stream (``Read``/``Dump``:
-   console and stats subscriptions, block dumps), rewriting only the version.
-   The final message carries {certificate version, sequence 0, name}.
+   console, stats and event-log subscriptions, block dumps), rewriting only
+   the version.  The final message carries {certificate version, sequence 0,
+   name}.
+
+Every accepted chain is reported to albatross-log (``<tmpdir>/util/log.sock``,
+through an :class:`~albatross_py.daemons.eventlink.EventLink` that never
+blocks a connection): ``login`` with the chain's name and the client's
+``ip:port`` once the chain is accepted, ``logout`` when that connection ends,
+however it ends.  An ``events subscribe`` leaf watches the events at and below
+its own name (the chain's path, plus the leaf's label if it has one).
 
 Deliberate differences from albatross 2.7.2, each a fix of a weakness the
 spec lists:
@@ -68,6 +76,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from albatross_py.core.names import Name
+from albatross_py.daemons.eventlink import EventLink
 from albatross_py.tls.chain import (
     ChainError,
     ChainRequest,
@@ -78,6 +87,7 @@ from albatross_py.tls.chain import (
 )
 from albatross_py.transport import END, FramedStream, connect_unix, socket_path, systemd_listener
 from albatross_py.wire import MAX_FRAME_SIZE, WireError
+from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
     BlockAddOld,
     BlockDump,
@@ -88,6 +98,7 @@ from albatross_py.wire.messages import (
     ConsoleListInactive,
     ConsoleSubscribe,
     DataBlock,
+    EventsSubscribe,
     Failure,
     Header,
     Payload,
@@ -124,8 +135,11 @@ CLIENT_IDLE_TIMEOUT = 120.0
 CLOSE_TIMEOUT = 5.0
 #: Exit status when --inetd is given without --syslog or -q (as albatross).
 EXIT_INETD_LOGGING = 3
+#: --inetd: how long the login/logout events may take to reach albatross-log
+#: before the process exits.
+EVENT_FLUSH_TIMEOUT = 2.0
 
-Service = Literal["vmmd", "console", "stats"]
+Service = Literal["vmmd", "console", "stats", "log"]
 
 
 class Shape(enum.Enum):
@@ -160,6 +174,8 @@ def endpoint(cmd: Command) -> tuple[Service, Shape]:
             return "console", Shape.READ
         case StatsSubscribe():
             return "stats", Shape.READ
+        case EventsSubscribe():
+            return "log", Shape.READ
         case BlockDump(old=False):
             return "vmmd", Shape.DUMP
         case StatsAdd() | StatsRemove() | StatsInitial():
@@ -217,7 +233,12 @@ def _peer(stream: trio.SocketStream) -> str:
     except OSError:
         return "unknown peer"
     if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+        host = str(addr[0])
+        with contextlib.suppress(ValueError):  # a dual-stack socket's ::ffff:a.b.c.d
+            mapped = getattr(ipaddress.ip_address(host), "ipv4_mapped", None)
+            if mapped is not None:
+                host = str(mapped)
+        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
     return str(addr) or "unix peer"
 
 
@@ -249,10 +270,22 @@ def tcp_listen_socket(ip: str = DEFAULT_IP, port: int = DEFAULT_PORT) -> socket.
 class TlsEndpoint:
     """Serves TLS connections, each proxied to one local daemon."""
 
-    def __init__(self, context: ssl.SSLContext, tmpdir: str | Path, dbdir: str | Path) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        tmpdir: str | Path,
+        dbdir: str | Path,
+        *,
+        events: EventLink | None = None,
+    ) -> None:
         self.context = context
         self.tmpdir = Path(tmpdir)
         self.dbdir = Path(dbdir)
+        #: Login and logout events go to albatross-log through this link; its
+        #: :meth:`~EventLink.run` task runs alongside :meth:`serve`/:meth:`serve_inetd`.
+        self.events = events if events is not None else EventLink(socket_path(self.tmpdir, "log"))
+        #: Events handed to :attr:`events` so far (``--inetd`` waits for their delivery).
+        self.emitted = 0
         #: Connections being served right now (tests wait for it to drop to 0).
         self.active = 0
         # albatross's global command counter, used for headers towards the daemons.
@@ -262,10 +295,31 @@ class TlsEndpoint:
     def on_login(self, name: Name, addr: str) -> None:
         """A client with a verified, accepted chain for ``name`` connected."""
         log.info("login %s from %s", name, addr)
+        self._emit(ev.Login(name, addr))
 
     def on_logout(self, name: Name, addr: str) -> None:
-        """The connection of that client is finished."""
+        """The connection of that client is finished (also after an error)."""
         log.info("logout %s from %s", name, addr)
+        self._emit(ev.Logout(name, addr))
+
+    def _emit(self, event: ev.Event) -> None:
+        self.emitted += 1
+        self.events.emit(event)  # never blocks, never raises
+
+    async def flush_events(self, timeout: float = EVENT_FLUSH_TIMEOUT) -> bool:
+        """Wait (at most ``timeout``) until every emitted event was sent or dropped.
+
+        Returns at once when albatross-log is not there (no socket, no
+        connection): the events could not be delivered anyway.
+        """
+        with trio.move_on_after(timeout):
+            while self.events.sent + self.events.dropped < self.emitted:
+                if not self.events.connected and not self.events.path.exists():
+                    return False
+                await trio.sleep(0.01)
+            return True
+        log.warning("gave up waiting for albatross-log to take our events")
+        return False
 
     # -- serving ----------------------------------------------------------------------
     async def serve(
@@ -276,6 +330,7 @@ class TlsEndpoint:
     ) -> None:
         """Accept connections on ``listener`` until cancelled."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.events.run)
             await nursery.start(trio.serve_listeners, self.handle_tcp, [listener])
             task_status.started()
 
@@ -286,7 +341,11 @@ class TlsEndpoint:
         except OSError as exc:
             log.error("--inetd: file descriptor %d is not a socket: %s", fd, exc)
             return 1
-        await self.handle_tcp(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.events.run)
+            await self.handle_tcp(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+            await self.flush_events()  # the logout must not die with us
+            nursery.cancel_scope.cancel()
         return 0
 
     async def handle_tcp(self, tcp: trio.SocketStream) -> None:

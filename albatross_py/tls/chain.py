@@ -50,6 +50,7 @@ from albatross_py.wire.messages import (
     Command,
     ConsoleListInactive,
     ConsoleSubscribe,
+    EventsSubscribe,
     PolicyAdd,
     PolicyInfoQuery,
     PolicyRemove,
@@ -70,12 +71,16 @@ log = logging.getLogger(__name__)
 MAX_CHAIN = 9
 
 #: Commands a leaf certificate may carry (spec 4.3 step 6).  Everything that
-#: changes daemon-internal state (console/stats add, policy add/remove) is
-#: only for albatrossd's own daemons or for intermediates.
+#: changes daemon-internal state (console/stats add, policy add/remove, and
+#: our events record: only albatrossd and the endpoint produce events) is
+#: only for albatrossd's own daemons or for intermediates.  ``events
+#: subscribe`` (ours) is a tenant watching its own subtree: the subscription
+#: is at the request's name, whose path comes from the chain.
 _LEAF_COMMANDS: tuple[type[Command], ...] = (
     ConsoleSubscribe,
     ConsoleListInactive,
     StatsSubscribe,
+    EventsSubscribe,
     UnikernelDestroy,
     UnikernelCreate,
     UnikernelGet,

@@ -152,7 +152,7 @@ def test_policies_and_blocks(capsys: pytest.CaptureFixture[str]) -> None:
         (["add-policy", "t", "0"], "Unusable policy"),
         (["add-policy", "t", "1", "--mem", "8"], "Unusable policy"),
         (["destroy", "w", "--csr", "-d", "h"], "mutually exclusive"),
-        (["log"], "support for log was dropped"),
+        (["log", "--since", "yesterday"], "not an RFC 3339"),
         (["frobnicate"], ""),
     ],
 )
