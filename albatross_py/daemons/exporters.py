@@ -21,7 +21,12 @@ unsigned: a negative Int64 appears as 2^64 + x, a negative int32 field as
   host-to-VM, which on the host's tap is transmit (IfData ``output_*``);
   *transmit* is VM-to-host, the tap's receive (IfData ``input_*``);
 * ``albatross_vm_start_time_seconds`` (kinfo_mem start) and
-  ``albatross_vm_up`` (1 for every VM we have current statistics for).
+  ``albatross_vm_up`` (1 for every VM we have current statistics for);
+* ``albatross_vm_kvm_<key>_total`` (counter) or ``albatross_vm_kvm_<key>``
+  (gauge: levels and peaks such as ``pages_4k`` or ``max_mmu_rmap_size``)
+  for every ``vmm`` pair: for QEMU VMs the KVM counters of QMP
+  ``query-stats`` (vCPU counters summed, see :mod:`albatross_py.daemons.stats`).
+  The key is sanitised to ``[a-z0-9_]`` (anything else becomes ``_``).
 
 Per policy path (label ``path``, e.g. ``"a:b:"``): limits
 ``albatross_policy_{max_vms,max_memory_bytes,max_block_bytes}`` and usage
@@ -252,6 +257,35 @@ def _seconds(tv: Timeval) -> float:
     return tv.seconds + tv.microseconds / 1_000_000
 
 
+#: KVM statistics that are levels or peaks ("instant"/"peak" in QEMU's
+#: ``query-stats-schemas``), not cumulative: Prometheus gauges.
+KVM_GAUGES = frozenset(
+    {"blocking", "guest_mode", "mmu_unsync", "nx_lpage_splits", "pages_1g", "pages_2m",
+     "pages_4k", "max_mmu_page_hash_collisions", "max_mmu_rmap_size"}
+)  # fmt: skip
+
+
+def sanitize_metric_part(key: str) -> str:
+    """``key`` as part of a Prometheus metric name: lower case ``[a-z0-9_]``,
+    runs of anything else one ``_``, never empty."""
+    out, last = [], ""
+    for ch in key.lower():
+        c = ch if ("a" <= ch <= "z" or "0" <= ch <= "9") else "_"
+        if c == "_" and last == "_":
+            continue
+        out.append(c)
+        last = c
+    return "".join(out).strip("_") or "_"
+
+
+def kvm_metric(key: str) -> tuple[str, str]:
+    """The (metric name, type) a ``vmm`` pair is exported as."""
+    part = sanitize_metric_part(key)
+    if part in KVM_GAUGES or part.startswith(("max_", "pages_")):
+        return f"albatross_vm_kvm_{part}", "gauge"
+    return f"albatross_vm_kvm_{part.removesuffix('_total')}_total", "counter"
+
+
 def prometheus_text(
     vms: Mapping[Name, Statistics] | Iterable[tuple[Name, Statistics]],
     policies: Iterable[PolicyUsage] = (),
@@ -274,6 +308,7 @@ def prometheus_text(
     }
     start = _Family("albatross_vm_start_time_seconds", "gauge", "Start time of the VM process")
     up = _Family("albatross_vm_up", "gauge", "1 if statistics of the VM are current")
+    kvm: dict[str, _Family] = {}
     for name, st in items:
         who = {"name": str(name)}
         cpu.add({**who, "mode": "user"}, _seconds(st.rusage.utime))
@@ -287,6 +322,15 @@ def prometheus_text(
                 value = _counter_value(getattr(ifd, fld))
                 net[(d, w)].add({**who, "interface": ifd.bridge}, value)
         up.add(who, 1)
+        seen: set[str] = set()
+        for key, value in st.vmm or ():
+            metric, typ = kvm_metric(key)
+            if metric in seen:  # two keys sanitised alike: the first one wins
+                continue
+            seen.add(metric)
+            if metric not in kvm:
+                kvm[metric] = _Family(metric, typ, f"KVM statistic {key} of the VM")
+            kvm[metric].add(who, _counter_value(value))
 
     pol = {
         key: _Family(f"albatross_policy_{key}", "gauge", text)
@@ -309,7 +353,8 @@ def prometheus_text(
         pol["block_bytes"].add(where, pu.block * MB)
 
     lines: list[str] = []
-    for fam in (cpu, mem, *net.values(), start, up, *pol.values()):
+    kvm_families = (kvm[m] for m in sorted(kvm))
+    for fam in (cpu, mem, *net.values(), start, up, *kvm_families, *pol.values()):
         lines.extend(fam.render())
     for name, typ, help_, value in extra:
         fam = _Family(name, typ, help_)
@@ -349,6 +394,7 @@ def policy_usage(
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "KVM_GAUGES",
     "MB",
     "PROMETHEUS_CONTENT_TYPE",
     "PolicyUsage",
@@ -359,6 +405,8 @@ __all__ = [
     "influx_resource_usage",
     "influx_vm_name",
     "influx_vmm",
+    "kvm_metric",
     "policy_usage",
     "prometheus_text",
+    "sanitize_metric_part",
 ]

@@ -8,18 +8,24 @@
 * :class:`StatsLink`: albatross-stats connects to *us* and sends
   ``Stats_initial``; from then on we send ``Stats_add``/``Stats_remove`` on
   that connection and it answers.  Without a stats daemon stats messages are
-  dropped ("ignoring stat"), as in albatross.
+  dropped ("ignoring stat"), as in albatross.  ``Stats_add``'s ``vmmdev``
+  is ``""`` for solo5 (as albatross on Linux) and ``"qmp:<absolute path>"``
+  for QEMU, naming the VM's QMP socket (see :func:`stats_vmmdev` and
+  :mod:`albatross_py.daemons.stats`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import trio
 
 from albatross_py.core.names import Name
 from albatross_py.transport import FramedStream, connect_unix
+from albatross_py.virt.base import Prepared
+from albatross_py.virt.qemu import QemuPrepared
 from albatross_py.wire import WireError
 from albatross_py.wire.messages import (
     Command,
@@ -33,6 +39,23 @@ from albatross_py.wire.messages import (
 )
 
 log = logging.getLogger("albatrossd")
+
+#: ``vmmdev`` prefix of a QEMU VM in ``Stats_add``: the rest is its QMP socket.
+QMP_VMMDEV_PREFIX = "qmp:"
+
+
+def stats_vmmdev(prepared: Prepared) -> str:
+    """``Stats_add``'s ``vmmdev`` for a VM: ``"qmp:<absolute QMP socket path>"``
+    for QEMU, ``""`` otherwise (albatross sends ``""`` on Linux)."""
+    if not isinstance(prepared, QemuPrepared):
+        return ""
+    vmmdev = QMP_VMMDEV_PREFIX + os.path.abspath(prepared.qmp_socket)
+    try:
+        vmmdev.encode("utf-8")  # the wire's UTF8String
+    except UnicodeEncodeError:
+        return ""
+    return vmmdev
+
 
 #: How long albatrossd waits for a helper daemon's answer.
 PEER_TIMEOUT = 10.0
@@ -140,8 +163,10 @@ class StatsLink(_Link):
                 log.warning("albatross-stats: %s; dropping its connection", exc)
                 await self.close()
 
-    async def add(self, name: Name, pid: int, network: list[tuple[str, str]]) -> None:
-        await self._send(name, StatsAdd("", pid, tuple(network)))
+    async def add(
+        self, name: Name, pid: int, network: list[tuple[str, str]], vmmdev: str = ""
+    ) -> None:
+        await self._send(name, StatsAdd(vmmdev, pid, tuple(network)))
 
     async def remove(self, name: Name) -> None:
         await self._send(name, StatsRemove())

@@ -47,6 +47,7 @@ from albatross_py.daemons.exporters import (
     policy_usage,
     prometheus_text,
 )
+from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
 from albatross_py.daemons.stats import DEFAULT_TMPDIR, setup_logging
 from albatross_py.transport import FramedStream, connect_unix, socket_path
 from albatross_py.wire import WireError
@@ -483,6 +484,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
+    parser.add_argument("--user", default=DEFAULT_USER, help="user to drop root to")
 
 
 def parse_influx_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -516,6 +518,7 @@ def influx_main(argv: Sequence[str] | None = None) -> int:
     exporter = InfluxExporter(sink, no_drop_path=args.no_drop_path)
 
     async def run() -> int:
+        drop_privileges(args.user)  # no socket to bind: root is never needed
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(exporter.run, args.tmpdir, name)
@@ -562,6 +565,7 @@ def prometheus_main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", args.listen, exc)
             return 1
+        drop_privileges(args.user)  # listening already: root is not needed now
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(exporter.serve, listeners)

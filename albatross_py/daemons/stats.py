@@ -25,26 +25,47 @@ subscribers per name are allowed (albatross's #281 fixed, see
 others: each has a bounded queue drained by its own writer task; data that
 does not fit is dropped for that subscriber, and a write that takes longer
 than :data:`WRITE_TIMEOUT` closes it.
+
+**KVM counters of QEMU VMs** (``vmm`` in the statistics).  albatross fills
+``vmm-stats`` only on FreeBSD, from the bhyve debug counters of the vmm
+device named in ``Stats_add``'s ``vmmdev`` (``solo5-<pid>``); on Linux it
+sends ``vmmdev = ""`` and no counters.  Our convention: for a QEMU VM
+albatrossd sends ``vmmdev = "qmp:<absolute path of the VM's QMP socket>"``
+(solo5 VMs keep ``""``).  For such a VM, on every tick in which it has a
+subscriber, we open its QMP socket, run ``query-stats`` for target ``vm`` and
+target ``vcpu``, and close the connection again at once: QEMU serves one QMP
+client at a time and albatrossd's watchdog polls the same socket every
+second.  Only provider ``kvm`` is used; the VM's counters are taken as they
+are, each vCPU counter is summed over the vCPUs (a vCPU name that clashes
+with a VM one becomes ``vcpu_<name>``); only integers are kept (histograms
+and booleans are skipped), as (name, value) pairs in QEMU's order.  The
+whole exchange is bounded by :data:`QMP_TIMEOUT` (at most half the interval)
+and each VM's data is sent as soon as it is gathered, so a stuck QEMU delays
+nobody else; when QMP fails or has no KVM counters (TCG) ``vmm`` is simply
+absent.  Reading the socket needs the permission to connect to it (QEMU
+creates it with albatrossd's umask).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from albatross_py.core.names import Name
 from albatross_py.core.stats import StatsTable, TrackedVm
+from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
 from albatross_py.host import net, procstats
 from albatross_py.transport import (
     FramedStream,
@@ -53,6 +74,7 @@ from albatross_py.transport import (
     socket_path,
     systemd_listener,
 )
+from albatross_py.virt.qmp import QmpError, StatsResult, open_qmp
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire.messages import (
     DataStatistics,
@@ -87,6 +109,18 @@ WRITE_TIMEOUT = 60.0
 
 #: Longest albatrossd may take to answer ``Stats_initial``.
 INITIAL_TIMEOUT = 10.0
+
+#: Longest the KVM counters of one QEMU VM may take (connect, negotiate, two
+#: queries); capped at half the interval.  QMP answers in milliseconds.
+QMP_TIMEOUT = 2.0
+
+#: ``vmmdev`` prefix albatrossd uses for QEMU VMs: the rest is the QMP socket.
+QMP_VMMDEV_PREFIX = "qmp:"
+
+#: The ``query-stats`` provider we read.
+KVM_PROVIDER = "kvm"
+
+_I64_MIN, _I64_MAX, _U64 = -(1 << 63), (1 << 63) - 1, 1 << 64
 
 _TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -126,6 +160,69 @@ def gather_sync(vm: TrackedVm) -> Statistics:
         except (net.NetError, OSError) as exc:
             log.warning("failed to get ifdata for %s (%s): %s", tap, vm.name, exc)
     return Statistics(rusage=rusage, ifdata=tuple(ifdata), vmm=None, kinfo_mem=kinfo)
+
+
+# -- KVM counters over QMP ----------------------------------------------------------------
+
+VmmPairs = tuple[tuple[str, int], ...]
+
+
+def qmp_socket_of(vmmdev: str) -> str | None:
+    """The QMP socket named by a ``vmmdev`` of ``"qmp:<absolute path>"``, else None."""
+    if not vmmdev.startswith(QMP_VMMDEV_PREFIX):
+        return None
+    path = vmmdev[len(QMP_VMMDEV_PREFIX) :]
+    return path if path.startswith("/") and "\0" not in path else None
+
+
+def _counter(value: Any) -> int | None:
+    """An integer counter as the wire's Int64 (a u64 above 2^63 keeps its bits), or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None  # histograms are lists, "instant" flags are booleans
+    if _I64_MAX < value < _U64:
+        return value - _U64
+    return value if _I64_MIN <= value <= _I64_MAX else None
+
+
+def kvm_counters(vm: Iterable[StatsResult], vcpus: Iterable[StatsResult]) -> VmmPairs:
+    """Flatten ``query-stats`` answers (target ``vm``, target ``vcpu``) into
+    (name, value) pairs: provider ``kvm`` only, integers only, the VM's
+    counters first, then each vCPU counter summed over the vCPUs."""
+    out: dict[str, int] = {}
+    for entry in vm:
+        if entry.provider != KVM_PROVIDER:
+            continue
+        for key, value in entry.values.items():
+            if (v := _counter(value)) is not None:
+                out.setdefault(key, v)
+    summed: dict[str, int] = {}
+    for entry in vcpus:
+        if entry.provider != KVM_PROVIDER:
+            continue
+        for key, value in entry.values.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            summed[key] = summed.get(key, 0) + value
+    for key, total in summed.items():
+        if (v := _counter(total)) is not None:
+            out[f"vcpu_{key}" if key in out else key] = v
+    return tuple(out.items())
+
+
+async def query_kvm_counters(path: str, timeout: float = QMP_TIMEOUT) -> VmmPairs:
+    """One short QMP conversation (open, two ``query-stats``, close) within ``timeout``.
+
+    Raises :class:`QmpError` (:class:`~albatross_py.virt.qmp.QmpTimeout` when
+    QEMU is too slow), ``OSError`` or ``trio.BrokenResourceError``.
+    """
+    try:
+        with trio.fail_after(timeout):
+            async with open_qmp(path, timeout=timeout) as qmp:
+                vm = await qmp.query_stats("vm", timeout=timeout)
+                vcpus = await qmp.query_stats("vcpu", timeout=timeout)
+    except trio.TooSlowError:
+        raise QmpError(f"no KVM counters from {path} within {timeout} s") from None
+    return kvm_counters(vm, vcpus)
 
 
 # -- the daemon -----------------------------------------------------------------------------
@@ -168,6 +265,8 @@ class StatsDaemon:
         resolve: Callable[[Sequence[tuple[str, str]]], tuple[tuple[str, str], ...]] = (
             resolve_taps
         ),
+        query_vmm: Callable[[str, float], Awaitable[VmmPairs]] = query_kvm_counters,
+        vmm_timeout: float | None = None,
     ) -> None:
         self.tmpdir = Path(tmpdir)
         self.interval = interval
@@ -175,6 +274,13 @@ class StatsDaemon:
         self.table: StatsTable[Subscriber] = StatsTable()
         self._gather = gather
         self._resolve = resolve
+        self._query_vmm = query_vmm
+        #: Bound on one VM's KVM counters: :data:`QMP_TIMEOUT`, at most half the interval.
+        self.vmm_timeout = (
+            vmm_timeout if vmm_timeout is not None else min(QMP_TIMEOUT, interval / 2)
+        )
+        #: VMs whose KVM counters failed last time (warned once, then quiet).
+        self._vmm_failing: set[Name] = set()
         #: Set while a Stats_initial conversation with albatrossd is live.
         self.vmmd_connected = False
 
@@ -202,34 +308,51 @@ class StatsDaemon:
         watched = list(self.table.watched())
         if not watched:
             return
-        results: dict[Name, Statistics | None] = {}
-
-        async def one(vm: TrackedVm) -> None:
-            try:
-                results[vm.name] = await trio.to_thread.run_sync(self._gather, vm)
-            except procstats.ProcessGone as exc:
-                log.info("removing %s: %s", vm.name, exc)
-                results[vm.name] = None
-            except Exception as exc:  # a gatherer bug must not kill the daemon
-                log.error("gathering statistics of %s failed: %r", vm.name, exc)
-
         async with trio.open_nursery() as nursery:
-            for vm, _ in watched:
-                nursery.start_soon(one, vm)
+            for vm, subs in watched:
+                nursery.start_soon(self._measure, vm, subs)
 
-        for vm, subs in watched:
-            if vm.name not in results:
-                continue
-            stats = results[vm.name]
-            if stats is None:
-                # Gone; but only forget it if albatrossd has not re-added it meanwhile.
-                if self.table.vm(vm.name) is vm:
-                    self.table.remove(vm.name)
-                continue
-            for sub, relative in subs:
-                wire = Wire(Header(sub.version, 0, relative), DataStatistics(stats))
-                if not sub.offer(wire) and sub.dropped and sub.dropped % 100 == 1:
-                    log.info("subscriber at %s is slow: %d rounds dropped", sub.name, sub.dropped)
+    async def _measure(self, vm: TrackedVm, subs: list[tuple[Subscriber, Name]]) -> None:
+        """Gather one VM and queue its data at once (a slow QEMU delays only itself)."""
+        try:
+            stats = await trio.to_thread.run_sync(self._gather, vm)
+        except procstats.ProcessGone as exc:
+            log.info("removing %s: %s", vm.name, exc)
+            # Gone; but only forget it if albatrossd has not re-added it meanwhile.
+            if self.table.vm(vm.name) is vm:
+                self.table.remove(vm.name)
+                self._vmm_failing.discard(vm.name)
+            return
+        except Exception as exc:  # a gatherer bug must not kill the daemon
+            log.error("gathering statistics of %s failed: %r", vm.name, exc)
+            return
+        if stats.vmm is None:
+            vmm = await self._vmm(vm)
+            if vmm:
+                stats = dataclasses.replace(stats, vmm=vmm)
+        for sub, relative in subs:
+            wire = Wire(Header(sub.version, 0, relative), DataStatistics(stats))
+            if not sub.offer(wire) and sub.dropped and sub.dropped % 100 == 1:
+                log.info("subscriber at %s is slow: %d rounds dropped", sub.name, sub.dropped)
+
+    async def _vmm(self, vm: TrackedVm) -> VmmPairs | None:
+        """The VM's KVM counters if its ``vmmdev`` names a QMP socket; None on failure."""
+        path = qmp_socket_of(vm.vmmdev)
+        if path is None:
+            return None
+        key = vm.name
+        try:
+            with trio.move_on_after(self.vmm_timeout * 2):  # even if query_vmm ignores it
+                pairs = await self._query_vmm(path, self.vmm_timeout)
+                self._vmm_failing.discard(key)
+                return pairs or None
+            raise QmpError(f"no KVM counters from {path} within {self.vmm_timeout} s")
+        except (QmpError, OSError, trio.BrokenResourceError) as exc:
+            (log.debug if key in self._vmm_failing else log.warning)(
+                "no KVM counters for %s: %s", vm.name, exc
+            )
+            self._vmm_failing.add(key)
+            return None
 
     # -- the table (both sockets) ----------------------------------------------------------
     def handle_add(self, name: Name, cmd: StatsAdd) -> Failure | ReplyString:
@@ -241,10 +364,12 @@ class StatsDaemon:
             log.warning(
                 "stats add for %s, which was already there (pid %d): replaced", name, old.pid
             )
-        log.info("adding %s pid %d %s", name, cmd.pid, list(vm.network))
+        self._vmm_failing.discard(name)
+        log.info("adding %s pid %d %s %r", name, cmd.pid, list(vm.network), vm.vmmdev)
         return ReplyString("added")
 
     def handle_remove(self, name: Name) -> ReplyString:
+        self._vmm_failing.discard(name)
         if self.table.remove(name) is not None:
             log.info("removing %s", name)
         return ReplyString("removed")
@@ -445,6 +570,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
+    parser.add_argument("--user", default=DEFAULT_USER, help="user to drop root to")
     return parser.parse_args(argv)
 
 
@@ -460,7 +586,7 @@ def setup_logging(prog: str, verbose: int, quiet: bool) -> None:
     root.setLevel(level)
 
 
-async def run(tmpdir: str, interval: float, systemd: bool) -> int:
+async def run(tmpdir: str, interval: float, systemd: bool, user: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     if systemd:
         listener = systemd_listener()
@@ -474,6 +600,7 @@ async def run(tmpdir: str, interval: float, systemd: bool) -> int:
         except OSError as exc:
             log.error("cannot listen on %s: %s", path, exc)
             return 1
+    drop_privileges(user)  # the socket exists (0660, group albatross): root is not needed now
     daemon = StatsDaemon(tmpdir, interval=interval)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -488,7 +615,7 @@ async def run(tmpdir: str, interval: float, systemd: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging("albatross-stats", args.verbose, args.quiet)
-    return trio.run(run, args.tmpdir, args.interval, args.systemd_socket_activation)
+    return trio.run(run, args.tmpdir, args.interval, args.systemd_socket_activation, args.user)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from albatross_py.core.names import ROOT, Name
 from albatross_py.core.policy import PolicyError
 from albatross_py.core.resources import Resources
 from albatross_py.core.restart import ExitStatus, after_exit
-from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
+from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink, stats_vmmdev
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.host import files, net
 from albatross_py.host.process import ProcessError, VmProcess
@@ -220,7 +220,7 @@ class Supervisor:
         self.runtime.add(vm)
         self.nursery.start_soon(self._monitor, vm)
         network = [(n.netif, tap) for n, tap in zip(config.bridges, vm.taps, strict=True)]
-        await self.stats.add(name, vm.process.pid, network)
+        await self.stats.add(name, vm.process.pid, network, stats_vmmdev(vm.prepared))
         blocks = tuple((b.name, b.host_device) for b in config.blocks)
         self.events.emit(
             ev.UnikernelStarted(name, vm.process.pid, tuple(network), blocks, vm.prepared.digest)

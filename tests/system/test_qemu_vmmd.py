@@ -3,7 +3,8 @@
 Create under a tenant policy, console lines, a tap on a real bridge, destroy;
 restart-on-failure with a guest exit code; force-create replacing a running
 VM; a VM paused by a KVM emulation failure is detected and restarted; no
-taps, FIFOs or processes are left behind.
+taps, FIFOs or processes are left behind; albatross-stats attached to
+albatrossd reports the VM's CPU, memory, tap counters and KVM counters (QMP).
 """
 
 from __future__ import annotations
@@ -17,22 +18,33 @@ import pytest
 import trio
 
 from albatross_py.core.names import Name
+from albatross_py.daemons.exporters import prometheus_text
+from albatross_py.daemons.stats import StatsDaemon, qmp_socket_of
 from albatross_py.host import net
-from albatross_py.transport import FramedStream, connect_unix, socket_path
+from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
 from albatross_py.virt import guest
 from albatross_py.wire.messages import (
     ConsoleSubscribe,
     DataConsole,
+    DataStatistics,
     Header,
     PolicyAdd,
     ReplyString,
     ReplyUnikernelInfo,
+    StatsSubscribe,
     UnikernelCreate,
     UnikernelDestroy,
     UnikernelInfoQuery,
     Wire,
 )
-from albatross_py.wire.types import FailBehaviour, NetDevice, Policy, Typ, UnikernelConfig
+from albatross_py.wire.types import (
+    FailBehaviour,
+    NetDevice,
+    Policy,
+    Statistics,
+    Typ,
+    UnikernelConfig,
+)
 from tests.integration.stack import Stack, stack
 from tests.system.tinyguest_harness import system_skip_reason
 
@@ -168,3 +180,46 @@ async def test_paused_vm_is_detected_and_restarted(tmp_path: Path, kernel: bytes
             ReplyString("destroyed unikernel"),
             ReplyString("destroyed: removed from restarting"),
         )
+
+
+async def test_stats_of_a_qemu_vm(tmp_path: Path, kernel: bytes, bridge: str) -> None:
+    """CPU, memory, the tap's counters and KVM counters (QMP ``query-stats``)."""
+    async with stack(tmp_path) as s:
+        stats = StatsDaemon(s.tmpdir, interval=0.5)
+        await s.nursery.start(stats.run, bind_unix(socket_path(s.tmpdir, "stats")))
+        await wait_for(lambda: s.sup.stats.connected)  # Stats_initial done
+        policy = Policy(2, frozenset({0}), 256, None, frozenset({bridge}))
+        assert await s.call("kvm:", PolicyAdd(policy)) == ReplyString("added policy")
+        cfg = qemu(kernel, "lines=3", "interval=50", "run", bridges=(NetDevice("net0", bridge),))
+        assert await s.call("kvm:vm", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        name = Name.of_string("kvm:vm")
+        vm = s.sup.resources.find_unikernel(name)
+        tracked = stats.table.vm(name)
+        assert tracked is not None and tracked.pid == vm.process.pid
+        assert qmp_socket_of(tracked.vmmdev) == str(vm.prepared.qmp_socket.absolute())
+        assert tracked.network == (("net0", vm.taps[0]),)
+        seen: list[Statistics] = []
+        with trio.fail_after(30):
+            conn = FramedStream(await connect_unix(socket_path(s.tmpdir, "stats")))
+            async with conn:
+                await conn.write_wire(Wire(Header(name=name), StatsSubscribe()))
+                assert (await conn.read_wire()).payload == ReplyString("subscribed")
+                while not seen or not seen[-1].vmm:  # the first QMP query may race the boot
+                    data = await conn.read_wire()
+                    assert data is not None and isinstance(data.payload, DataStatistics)
+                    assert str(data.header.name) == ":vm"
+                    seen.append(data.payload.stats)
+        st = seen[-1]
+        cpu = st.rusage.utime.seconds + st.rusage.stime.seconds
+        assert cpu * 1_000_000 + st.rusage.utime.microseconds + st.rusage.stime.microseconds > 0
+        assert st.kinfo_mem is not None and st.kinfo_mem.rss > 0
+        ((ifd,),) = (st.ifdata,)
+        assert ifd.bridge == "net0" and ifd.mtu > 0
+        counters = dict(st.vmm or ())
+        assert counters["exits"] > 0 and "halt_exits" in counters, counters
+        assert all(isinstance(v, int) for v in counters.values())
+        text = prometheus_text({name: st})
+        assert f'albatross_vm_kvm_exits_total{{name="kvm:vm"}} {counters["exits"]}' in text
+        assert 'albatross_vm_network_transmit_bytes_total{name="kvm:vm",interface="net0"}' in text
+        assert await s.call("kvm:vm", UnikernelDestroy()) == ReplyString("destroyed unikernel")
+        assert stats.table.vm(name) is None
