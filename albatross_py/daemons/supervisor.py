@@ -84,6 +84,11 @@ class Vm:
 Undo = Callable[[], Awaitable[None]]
 
 
+def _network(vm: Vm) -> list[tuple[str, str]]:
+    """(netif, tap) pairs, as Stats_add and events carry them."""
+    return [(n.netif, tap) for n, tap in zip(vm.config.bridges, vm.taps, strict=True)]
+
+
 class EventSink:
     """Where lifecycle events go; this one only logs them at debug level.
 
@@ -219,8 +224,8 @@ class Supervisor:
             raise
         self.runtime.add(vm)
         self.nursery.start_soon(self._monitor, vm)
-        network = [(n.netif, tap) for n, tap in zip(config.bridges, vm.taps, strict=True)]
-        await self.stats.add(name, vm.process.pid, network, stats_vmmdev(vm.prepared))
+        await self._stats_add(vm)
+        network = _network(vm)
         blocks = tuple((b.name, b.host_device) for b in config.blocks)
         self.events.emit(
             ev.UnikernelStarted(name, vm.process.pid, tuple(network), blocks, vm.prepared.digest)
@@ -289,6 +294,14 @@ class Supervisor:
         files.remove_file(self.layout.fifo_file(vm.name))
         vm.backend.cleanup(vm.prepared)
         self.runtime.remove(vm)
+
+    async def _stats_add(self, vm: Vm) -> None:
+        await self.stats.add(vm.name, vm.process.pid, _network(vm), stats_vmmdev(vm.prepared))
+
+    async def stats_attached(self) -> None:
+        """albatross-stats (re)connected: tell it about every running VM (spec 3.8)."""
+        for _, vm in self.resources.all_unikernels():
+            await self._stats_add(vm)
 
     # -- exits and restarts --------------------------------------------------------
 

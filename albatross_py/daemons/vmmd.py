@@ -133,6 +133,7 @@ class Vmmd:
                 return False
             if isinstance(cmd, StatsInitial):
                 await self.sup.stats.attach(framed, header)
+                await self.sup.stats_attached()
                 return True
             if isinstance(cmd, BlockSet):
                 await self._block_set(framed, header, cmd)

@@ -59,6 +59,7 @@ plugs it into :mod:`albatross_py.virt.base`.
 from __future__ import annotations
 
 import contextlib
+import grp
 import hashlib
 import os
 import re
@@ -279,6 +280,20 @@ def pin_prefix(cpuids: frozenset[int] | Sequence[int]) -> list[str]:
     return ["taskset", "-c", ",".join(str(c) for c in sorted(cpuids))]
 
 
+def share_with_group(path: Path, group: str = "albatross") -> None:
+    """Give the QMP socket (created by QEMU as root, 0755 by umask) to the
+    ``albatross`` group, mode 0660, so albatross-stats can read KVM counters
+    after dropping root.  That group already controls albatrossd itself
+    through ``vmmd.sock`` (spec 2.5), so this grants it nothing new."""
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return
+    with contextlib.suppress(OSError):
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
+
+
 def qmp_socket_path(layout: Layout, name: Name) -> Path:
     """``<tmpdir>/<name>.qmp``, or a digest-named socket where that is too long."""
     path = layout.image_file(name).with_suffix(".qmp")
@@ -439,8 +454,12 @@ class QemuBackend(Backend):
         while QEMU lives on has failed (HOST-FACTS: QEMU stays up, paused)."""
         if not isinstance(prepared, QemuPrepared):
             await trio.sleep_forever()
+        shared = False
         while True:
             await trio.sleep(WATCH_INTERVAL)
+            if not shared and prepared.qmp_socket.exists():
+                share_with_group(prepared.qmp_socket)
+                shared = True
             try:
                 with trio.fail_after(WATCH_INTERVAL * 5):
                     async with open_qmp(prepared.qmp_socket) as qmp:

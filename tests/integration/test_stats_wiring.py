@@ -48,3 +48,17 @@ async def test_stats_follow_albatrossd(tmp_path: Path) -> None:
         assert tracked is not None and tracked.pid == pid
         assert await s.call("t:vm", UnikernelDestroy()) == ReplyString("destroyed unikernel")
         assert stats.table.vm(Name.of_string("t:vm")) is None  # Stats_remove was pushed
+
+
+async def test_stats_learns_about_vms_running_before_it_connected(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        assert await s.call("early", UnikernelCreate(s.config())) == ReplyString(
+            "created unikernel"
+        )
+        stats = StatsDaemon(s.tmpdir, interval=0.2)
+        await s.nursery.start(stats.run, bind_unix(socket_path(s.tmpdir, "stats")))
+        pid = s.sup.resources.find_unikernel(Name.of_string("early")).process.pid
+        with trio.fail_after(20):
+            while (tracked := stats.table.vm(Name.of_string("early"))) is None:
+                await trio.sleep(0.05)
+        assert tracked.pid == pid
