@@ -27,11 +27,9 @@ import contextlib
 import errno
 import logging
 import os
-import signal
 import stat
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -46,9 +44,16 @@ from albatross_py.core.console import (
     LineSplitter,
 )
 from albatross_py.core.names import Name
-from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
+from albatross_py.daemons.common import (
+    Subscriber,
+    drop_root,
+    listen,
+    serve_until_signalled,
+    setup_logging,
+)
+from albatross_py.daemons.privdrop import DEFAULT_USER
 from albatross_py.host.limits import raise_nofile_limit
-from albatross_py.transport import FramedStream, bind_unix, socket_path, systemd_listener
+from albatross_py.transport import FramedStream
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire.messages import (
     ConsoleAdd,
@@ -94,27 +99,6 @@ class _TaskStatus(Protocol):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(eq=False)
-class Subscriber:
-    """One subscribed connection: its queue of data wires and its cancel scope."""
-
-    name: Name
-    version: int
-    queue: trio.MemorySendChannel[Wire]
-    scope: trio.CancelScope
-
-    def offer(self, wire: Wire) -> bool:
-        """Queue ``wire`` without waiting; False when the queue is full or gone."""
-        try:
-            self.queue.send_nowait(wire)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.scope.cancel()
 
 
 class ConsoleDaemon:
@@ -297,7 +281,7 @@ class ConsoleDaemon:
     async def _subscribe(self, conn: FramedStream, header: Header, cmd: ConsoleSubscribe) -> None:
         name = header.name
         queue, pending = trio.open_memory_channel[Wire](self.queue_size)
-        sub = Subscriber(name, header.version, queue, trio.CancelScope())
+        sub = Subscriber(name, header.version, queue)
         try:
             outcome = self.state.subscribe(name, sub, count=cmd.count, since=cmd.since)
         except ConsoleError as exc:
@@ -391,47 +375,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    if quiet:
-        level = logging.CRITICAL + 1
-    else:
-        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("albatross-console: [%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 async def run(tmpdir: str, max_subscribers: int, systemd: bool, user: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
-    if systemd:
-        listener = systemd_listener()
-        if listener is None:
-            log.error("--systemd-socket-activation given, but systemd passed no socket")
-            return 1
-    else:
-        path = socket_path(tmpdir, "console")
-        try:
-            listener = bind_unix(path)
-        except OSError as exc:
-            log.error("cannot listen on %s: %s", path, exc)
-            return 1
-    drop_privileges(user)  # the socket exists (0660, group albatross): root is not needed now
+    listener = listen("console", tmpdir, systemd)
+    if listener is None:
+        return 1
+    drop_root(user)
     daemon = ConsoleDaemon(tmpdir, max_subscribers=max_subscribers)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.serve, listener)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    await serve_until_signalled(daemon.serve, listener)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging("albatross-console", args.verbose, args.quiet)
     raise_nofile_limit()  # one FIFO per VM
     return trio.run(
         run, args.tmpdir, args.max_subscribers, args.systemd_socket_activation, args.user

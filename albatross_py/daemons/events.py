@@ -35,10 +35,8 @@ import contextlib
 import errno
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -46,8 +44,14 @@ from typing import Protocol
 import trio
 
 from albatross_py.core.eventlog import RING_SIZE, EventLog, line, relative_event, relative_name
-from albatross_py.core.names import Name
-from albatross_py.transport import FramedStream, bind_unix, socket_path, systemd_listener
+from albatross_py.daemons.common import (
+    Subscriber,
+    drop_root,
+    listen,
+    serve_until_signalled,
+    setup_logging,
+)
+from albatross_py.transport import FramedStream
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
@@ -143,27 +147,6 @@ class LogFile:
             os.close(fd)
 
 
-@dataclass(eq=False)
-class Subscriber:
-    """One subscribed connection: its queue of data wires and its cancel scope."""
-
-    at: Name
-    version: int
-    queue: trio.MemorySendChannel[Wire]
-    scope: trio.CancelScope
-
-    def offer(self, wire: Wire) -> bool:
-        """Queue ``wire`` without waiting; False when the queue is full or gone."""
-        try:
-            self.queue.send_nowait(wire)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.scope.cancel()
-
-
 class EventsDaemon:
     """The event log over a listener; state in :class:`~albatross_py.core.eventlog.EventLog`."""
 
@@ -190,8 +173,8 @@ class EventsDaemon:
             self.logfile.write(line(timestamp, event))
         for sub, name, seen in self.state.record(timestamp, event):
             if not sub.offer(Wire(Header(sub.version, 0, name), DataEvent(timestamp, seen))):
-                log.info("dropping a slow subscriber at %s", sub.at)
-                self.state.unsubscribe(sub.at, sub)
+                log.info("dropping a slow subscriber at %s", sub.name)
+                self.state.unsubscribe(sub.name, sub)
                 sub.close()
 
     def reopen(self) -> None:
@@ -263,7 +246,7 @@ class EventsDaemon:
     async def _subscribe(self, conn: FramedStream, header: Header, cmd: EventsSubscribe) -> None:
         at = header.name
         queue, pending = trio.open_memory_channel[Wire](self.queue_size)
-        sub = Subscriber(at, header.version, queue, trio.CancelScope())
+        sub = Subscriber(at, header.version, queue)
         outcome = self.state.subscribe(at, sub, count=cmd.count, since=cmd.since)
         for kicked in outcome.kicked:
             log.info("too many subscribers at %s: closing the oldest", at)
@@ -335,62 +318,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    if quiet:
-        level = logging.CRITICAL + 1
-    else:
-        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("albatross-log: [%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-def _drop_privileges(user: str | None) -> None:
-    if os.geteuid() != 0:
-        return
-    try:
-        from albatross_py.daemons.privdrop import drop_privileges
-    except ImportError:  # pragma: no cover - the module ships with the package
-        log.warning("running as root: cannot drop privileges (no privdrop module)")
-        return
-    drop_privileges(user)
-
-
 async def run(tmpdir: str, logfile: str, systemd: bool, user: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT, reopening the file on SIGHUP; the exit status."""
-    if systemd:
-        listener = systemd_listener()
-        if listener is None:
-            log.error("--systemd-socket-activation given, but systemd passed no socket")
-            return 1
-    else:
-        path = socket_path(tmpdir, "log")
-        try:
-            listener = bind_unix(path)
-        except OSError as exc:
-            log.error("cannot listen on %s: %s", path, exc)
-            return 1
+    listener = listen("log", tmpdir, systemd)
+    if listener is None:
+        return 1
     file = LogFile(logfile)
     try:
         file.open()  # before dropping root: /var/log/albatross may need it
     except OSError as exc:
         log.error("cannot open the event log %s: %s", logfile, exc)
         return 1
-    _drop_privileges(user)
+    drop_root(user)
     daemon = EventsDaemon(file)
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(daemon.serve, listener)
-                async for signum in signals:
-                    if signum == signal.SIGHUP:
-                        daemon.reopen()
-                        continue
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+        await serve_until_signalled(daemon.serve, listener, on_hup=daemon.reopen)
     finally:
         file.close()
     return 0
@@ -398,7 +340,7 @@ async def run(tmpdir: str, logfile: str, systemd: bool, user: str | None = None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    setup_logging("albatross-log", args.verbose, args.quiet)
     return trio.run(run, args.tmpdir, args.logfile, args.systemd_socket_activation, args.user)
 
 

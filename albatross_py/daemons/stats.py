@@ -53,11 +53,9 @@ import contextlib
 import dataclasses
 import errno
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,14 +63,19 @@ import trio
 
 from albatross_py.core.names import Name
 from albatross_py.core.stats import StatsTable, TrackedVm
-from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
+from albatross_py.daemons.common import (
+    Subscriber,
+    drop_root,
+    listen,
+    serve_until_signalled,
+    setup_logging,
+)
+from albatross_py.daemons.privdrop import DEFAULT_USER
 from albatross_py.host import net, procstats
 from albatross_py.transport import (
     FramedStream,
-    bind_unix,
     connect_unix,
     socket_path,
-    systemd_listener,
 )
 from albatross_py.virt.qmp import QmpError, StatsResult, open_qmp
 from albatross_py.wire import WireError, encode_wire, frame
@@ -226,30 +229,6 @@ async def query_kvm_counters(path: str, timeout: float = QMP_TIMEOUT) -> VmmPair
 
 
 # -- the daemon -----------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Subscriber:
-    """One subscribed connection: where it subscribed, its queue and its cancel scope."""
-
-    name: Name
-    version: int
-    queue: trio.MemorySendChannel[Wire]
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    dropped: int = 0
-
-    def offer(self, wire: Wire) -> bool:
-        try:
-            self.queue.send_nowait(wire)
-        except trio.WouldBlock:
-            self.dropped += 1
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.scope.cancel()
 
 
 class StatsDaemon:
@@ -574,41 +553,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(prog: str, verbose: int, quiet: bool) -> None:
-    if quiet:
-        level = logging.CRITICAL + 1
-    else:
-        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 async def run(tmpdir: str, interval: float, systemd: bool, user: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
-    if systemd:
-        listener = systemd_listener()
-        if listener is None:
-            log.error("--systemd-socket-activation given, but systemd passed no socket")
-            return 1
-    else:
-        path = socket_path(tmpdir, "stats")
-        try:
-            listener = bind_unix(path)
-        except OSError as exc:
-            log.error("cannot listen on %s: %s", path, exc)
-            return 1
-    drop_privileges(user)  # the socket exists (0660, group albatross): root is not needed now
+    listener = listen("stats", tmpdir, systemd)
+    if listener is None:
+        return 1
+    drop_root(user)
     daemon = StatsDaemon(tmpdir, interval=interval)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run, listener)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    await serve_until_signalled(daemon.run, listener)
     return 0
 
 

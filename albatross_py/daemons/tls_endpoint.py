@@ -63,7 +63,6 @@ import itertools
 import logging
 import logging.handlers
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -76,6 +75,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from albatross_py.core.names import Name
+from albatross_py.daemons.common import drop_root, serve_until_signalled, setup_logging
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.tls.chain import (
     ChainError,
@@ -664,38 +664,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ns
 
 
-def setup_logging(verbose: int, quiet: bool, syslog: bool) -> None:
-    root = logging.getLogger()
-    handler: logging.Handler
-    if quiet:
-        handler = logging.NullHandler()
-        root.setLevel(logging.CRITICAL + 1)
-    else:
-        root.setLevel({0: logging.INFO}.get(verbose, logging.DEBUG))
-        if syslog:
-            handler = logging.handlers.SysLogHandler(address="/dev/log")
-        else:
-            handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("albatross-tls-endpoint: [%(levelname)s] %(message)s"))
-    root.handlers[:] = [handler]
-
-
-def _drop_privileges(user: str) -> None:
-    if os.geteuid() != 0 or not user:
-        return
-    try:
-        from albatross_py.daemons.privdrop import drop_privileges
-    except ImportError:  # pragma: no cover - shipped alongside
-        log.warning("running as root: privilege dropping unavailable")
-        return
-    drop_privileges(user=user)
-
-
 async def run(ns: argparse.Namespace) -> int:
     context = make_server_context(ns.ca, ns.cert, ns.key)
     endpoint_ = TlsEndpoint(context, ns.tmpdir, ns.dbdir)
     if ns.inetd:
-        _drop_privileges(ns.user)
+        drop_root(ns.user)
         return await endpoint_.serve_inetd()
     if ns.systemd:
         listener = systemd_listener()
@@ -706,14 +679,8 @@ async def run(ns: argparse.Namespace) -> int:
         sock = tcp_listen_socket(ns.ip, port)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         log.info("listening on %s port %d", ns.ip, port)
-    _drop_privileges(ns.user)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(endpoint_.serve, listener)
-            async for signum in signals:
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    drop_root(ns.user)
+    await serve_until_signalled(endpoint_.serve, listener)
     return 0
 
 
@@ -723,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout is the client's connection: logging there would corrupt it.
         print("albatross-tls-endpoint: --inetd needs --syslog or -q", file=sys.stderr)
         return EXIT_INETD_LOGGING
-    setup_logging(ns.verbose, ns.quiet, ns.syslog)
+    setup_logging("albatross-tls-endpoint", ns.verbose, ns.quiet, ns.syslog, default=logging.INFO)
     try:
         return trio.run(run, ns)
     except StartupError as exc:

@@ -1,0 +1,126 @@
+"""What the unprivileged daemons do the same way.
+
+albatross-console, albatross-stats and albatross-log share their outer
+shape: log to stdout as ``<program>: [LEVEL] message`` (or to syslog), take
+their listening socket from systemd or bind ``<tmpdir>/util/<name>.sock``,
+drop root once the socket exists, and serve until SIGTERM or SIGINT.  Their
+subscribers share one shape too: a bounded queue drained by a writer task,
+so a slow reader never blocks the producer or the other subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from albatross_py.core.names import Name
+from albatross_py.transport import bind_unix, socket_path, systemd_listener
+from albatross_py.wire.messages import Wire
+
+log = logging.getLogger("albatross")
+
+
+def setup_logging(
+    prog: str,
+    verbose: int = 0,
+    quiet: bool = False,
+    syslog: bool = False,
+    *,
+    default: int = logging.WARNING,
+) -> None:
+    """``default`` (warnings) without flags, ``-v`` info, ``-vv`` debug, ``-q`` nothing."""
+    if quiet:
+        level = logging.CRITICAL + 1
+    elif verbose == 0:
+        level = default
+    else:
+        level = logging.INFO if verbose == 1 and default > logging.INFO else logging.DEBUG
+    handler: logging.Handler
+    if syslog:
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def listen(service: str, tmpdir: str, systemd: bool) -> trio.SocketListener | None:
+    """The daemon's listener, or None (after logging why) when there is none."""
+    if systemd:
+        listener = systemd_listener()
+        if listener is None:
+            log.error("--systemd-socket-activation given, but systemd passed no socket")
+        return listener
+    path = socket_path(tmpdir, service)
+    try:
+        return bind_unix(path)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", path, exc)
+        return None
+
+
+def drop_root(user: str | None) -> None:
+    """Drop to ``user`` when running as root (the socket already exists, 0660)."""
+    if os.geteuid() != 0 or not user:
+        return
+    from albatross_py.daemons.privdrop import drop_privileges
+
+    drop_privileges(user)
+
+
+Serve = Callable[..., Awaitable[None]]
+
+
+async def serve_until_signalled(
+    serve: Serve, listener: trio.SocketListener, *, on_hup: Callable[[], None] | None = None
+) -> None:
+    """Run ``serve(listener, task_status=...)`` until SIGTERM or SIGINT;
+    SIGHUP calls ``on_hup`` (log rotation) when given."""
+    signals_wanted = [signal.SIGTERM, signal.SIGINT]
+    if on_hup is not None:
+        signals_wanted.append(signal.SIGHUP)
+    with trio.open_signal_receiver(*signals_wanted) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, listener)
+            async for signum in signals:
+                if signum == signal.SIGHUP and on_hup is not None:
+                    on_hup()
+                    continue
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One subscribed connection: where it subscribed, its queue, its cancel scope."""
+
+    name: Name
+    version: int
+    queue: trio.MemorySendChannel[Wire]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: messages not queued because the queue was full
+    dropped: int = 0
+
+    def offer(self, wire: Wire) -> bool:
+        """Queue ``wire`` without waiting; False when the queue is full or gone."""
+        try:
+            self.queue.send_nowait(wire)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self.scope.cancel()
