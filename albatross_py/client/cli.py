@@ -69,6 +69,7 @@ from albatross_py.client.remote import (
 )
 from albatross_py.core.names import Name
 from albatross_py.core.policy import PolicyError, usable
+from albatross_py.daemons.common import DEFAULT_TMPDIR
 from albatross_py.transport import FramedStream, connect_unix, socket_path
 from albatross_py.virt.solo5_elf import Solo5ImageError, check_manifest, read_manifest
 from albatross_py.wire.cert import command_of_certificate
@@ -101,7 +102,6 @@ from albatross_py.wire.messages import (
 )
 from albatross_py.wire.types import Typ
 
-DEFAULT_TMPDIR = "/run/albatross"
 MB = 1024 * 1024
 
 

@@ -10,6 +10,8 @@ so a slow reader never blocks the producer or the other subscribers.
 
 from __future__ import annotations
 
+import argparse
+import errno
 import logging
 import logging.handlers
 import os
@@ -25,6 +27,46 @@ from albatross_py.transport import bind_unix, socket_path, systemd_listener
 from albatross_py.wire.messages import Wire
 
 log = logging.getLogger("albatross")
+
+DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
+
+#: accept() errors that pass (out of file descriptors or memory): retry, do not die.
+TRANSIENT_ACCEPT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def daemon_parser(
+    prog: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """An argument parser with the options every unprivileged daemon takes."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
+    parser.add_argument(
+        "--systemd-socket-activation",
+        action="store_true",
+        help="use the listening socket passed by systemd",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
+    parser.add_argument("--user", default="albatross", help="user to drop root to")
+    return parser
+
+
+async def accept_forever(
+    listener: trio.SocketListener,
+    nursery: trio.Nursery,
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+) -> None:
+    """Start ``handler`` in ``nursery`` for every connection, until cancelled."""
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ACCEPT:
+                raise
+            log.error("accept failed (%s), retrying", exc)
+            await trio.sleep(0.1)
+            continue
+        nursery.start_soon(handler, stream)
 
 
 def setup_logging(

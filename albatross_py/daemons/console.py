@@ -46,12 +46,13 @@ from albatross_py.core.console import (
 from albatross_py.core.names import Name
 from albatross_py.daemons.common import (
     Subscriber,
+    accept_forever,
+    daemon_parser,
     drop_root,
     listen,
     serve_until_signalled,
     setup_logging,
 )
-from albatross_py.daemons.privdrop import DEFAULT_USER
 from albatross_py.host.limits import raise_nofile_limit
 from albatross_py.transport import FramedStream
 from albatross_py.wire import WireError, encode_wire, frame
@@ -86,9 +87,6 @@ WRITE_TIMEOUT = 60.0
 
 #: accept() errors that mean "out of resources for now", not "listener broken"
 #: (the same list as trio.serve_listeners).
-_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
 
 
 class _TaskStatus(Protocol):
@@ -130,16 +128,7 @@ class ConsoleDaemon:
         async with listener, trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _TRANSIENT_ACCEPT:
-                        raise
-                    log.error("accept failed (%s), retrying", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(self._connection, stream)
+            await accept_forever(listener, nursery, self._connection)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = FramedStream(stream, max_frame=MAX_COMMAND_FRAME)
@@ -351,12 +340,12 @@ def _max_subscribers(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="albatross-console",
-        description="Reads the console output of unikernels, keeps the latest 1024 lines "
+    parser = daemon_parser(
+        "albatross-console",
+        "Reads the console output of unikernels, keeps the latest 1024 lines "
         "of each in memory, and streams them to subscribed clients.",
+        "example: albatross-console --tmpdir /run/albatross --max-subscribers 5",
     )
-    parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
     parser.add_argument(
         "--max-subscribers",
         type=_max_subscribers,
@@ -364,14 +353,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="maximum subscribers per unikernel console (default %(default)s)",
     )
-    parser.add_argument(
-        "--systemd-socket-activation",
-        action="store_true",
-        help="use the listening socket passed by systemd",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
-    parser.add_argument("--user", default=DEFAULT_USER, help="user to drop root to")
     return parser.parse_args(argv)
 
 

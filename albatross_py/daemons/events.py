@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -46,6 +45,8 @@ import trio
 from albatross_py.core.eventlog import RING_SIZE, EventLog, line, relative_event, relative_name
 from albatross_py.daemons.common import (
     Subscriber,
+    accept_forever,
+    daemon_parser,
     drop_root,
     listen,
     serve_until_signalled,
@@ -66,7 +67,6 @@ from albatross_py.wire.messages import (
 
 log = logging.getLogger("albatross.log")
 
-DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
 DEFAULT_LOGFILE = "/var/log/albatross/events.log"
 
 #: Largest frame we read: an event is at most a few hundred bytes.
@@ -79,7 +79,6 @@ SUBSCRIBER_QUEUE = 1024
 WRITE_TIMEOUT = 60.0
 
 #: accept() errors that mean "out of resources for now" (as trio.serve_listeners).
-_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 SUBSCRIBED = "subscribed"
 
@@ -190,16 +189,7 @@ class EventsDaemon:
         self.record(ev.Startup(self.program))
         async with listener, trio.open_nursery() as nursery:
             task_status.started()
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _TRANSIENT_ACCEPT:
-                        raise
-                    log.error("accept failed (%s), retrying", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(self._connection, stream)
+            await accept_forever(listener, nursery, self._connection)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = FramedStream(stream, max_frame=MAX_FRAME)
@@ -295,26 +285,16 @@ async def _until_client_speaks(conn: FramedStream) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="albatross-log",
-        description="Keeps the lifecycle events of albatrossd and the TLS endpoint: the "
+    parser = daemon_parser(
+        "albatross-log",
+        "Keeps the lifecycle events of albatrossd and the TLS endpoint: the "
         f"latest {RING_SIZE} in memory for subscribers, and every one as a line of a text "
         "file (SIGHUP reopens it, for log rotation).",
-        epilog="example: albatross-log --tmpdir /run/albatross "
-        "--logfile /var/log/albatross/events.log",
+        "example: albatross-log --tmpdir /run/albatross --logfile /var/log/albatross/events.log",
     )
-    parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
     parser.add_argument(
         "--logfile", default=DEFAULT_LOGFILE, help="event log file (default %(default)s)"
     )
-    parser.add_argument(
-        "--systemd-socket-activation",
-        action="store_true",
-        help="use the listening socket passed by systemd",
-    )
-    parser.add_argument("--user", default="albatross", help="user to drop root to")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
     return parser.parse_args(argv)
 
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import logging
 import socket
 import sys
@@ -65,12 +64,13 @@ from albatross_py.core.names import Name
 from albatross_py.core.stats import StatsTable, TrackedVm
 from albatross_py.daemons.common import (
     Subscriber,
+    accept_forever,
+    daemon_parser,
     drop_root,
     listen,
     serve_until_signalled,
     setup_logging,
 )
-from albatross_py.daemons.privdrop import DEFAULT_USER
 from albatross_py.host import net, procstats
 from albatross_py.transport import (
     FramedStream,
@@ -124,10 +124,6 @@ QMP_VMMDEV_PREFIX = "qmp:"
 KVM_PROVIDER = "kvm"
 
 _I64_MIN, _I64_MAX, _U64 = -(1 << 63), (1 << 63) - 1, 1 << 64
-
-_TRANSIENT_ACCEPT = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
 
 
 class _TaskStatus(Protocol):
@@ -422,16 +418,7 @@ class StatsDaemon:
         """Accept connections until cancelled; closes ``listener`` at the end."""
         async with listener, trio.open_nursery() as nursery:
             task_status.started()
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _TRANSIENT_ACCEPT:
-                        raise
-                    log.error("accept failed (%s), retrying", exc)
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(self._connection, stream)
+            await accept_forever(listener, nursery, self._connection)
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         conn = FramedStream(stream, max_frame=MAX_COMMAND_FRAME)
@@ -529,12 +516,12 @@ def _interval(text: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="albatross-stats",
-        description="Gathers statistics (CPU, memory, network) of the unikernels albatrossd "
+    parser = daemon_parser(
+        "albatross-stats",
+        "Gathers statistics (CPU, memory, network) of the unikernels albatrossd "
         "reports and streams them to subscribers.",
+        "example: albatross-stats --tmpdir /run/albatross --interval 10",
     )
-    parser.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help="runtime directory")
     parser.add_argument(
         "--interval",
         type=_interval,
@@ -542,14 +529,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="interval between statistics gatherings (default %(default)s)",
     )
-    parser.add_argument(
-        "--systemd-socket-activation",
-        action="store_true",
-        help="use the listening socket passed by systemd",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
-    parser.add_argument("--user", default=DEFAULT_USER, help="user to drop root to")
     return parser.parse_args(argv)
 
 

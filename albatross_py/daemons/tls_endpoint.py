@@ -75,7 +75,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from albatross_py.core.names import Name
-from albatross_py.daemons.common import drop_root, serve_until_signalled, setup_logging
+from albatross_py.daemons.common import (
+    DEFAULT_TMPDIR,
+    drop_root,
+    serve_until_signalled,
+    setup_logging,
+)
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.tls.chain import (
     ChainError,
@@ -115,7 +120,6 @@ from albatross_py.wire.messages import (
 
 log = logging.getLogger("albatross-tls-endpoint")
 
-DEFAULT_TMPDIR = "/var/run/albatross" if sys.platform.startswith("freebsd") else "/run/albatross"
 DEFAULT_DBDIR = "/var/db/albatross" if sys.platform.startswith("freebsd") else "/var/lib/albatross"
 DEFAULT_IP = "::"
 DEFAULT_PORT = 1025

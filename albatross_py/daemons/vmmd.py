@@ -29,6 +29,7 @@ import trio
 
 from albatross_py.core.names import ROOT, Name
 from albatross_py.core.policy import PolicyError
+from albatross_py.daemons.common import DEFAULT_TMPDIR
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
@@ -75,7 +76,6 @@ from albatross_py.wire.types import BlockDeviceEntry, NamedPolicy, Typ
 
 log = logging.getLogger("albatrossd")
 
-DEFAULT_TMPDIR = "/var/run/albatross" if sys.platform.startswith("freebsd") else "/run/albatross"
 DEFAULT_DBDIR = "/var/db/albatross" if sys.platform.startswith("freebsd") else "/var/lib/albatross"
 
 #: The header used to answer a frame that could not be decoded at all.
