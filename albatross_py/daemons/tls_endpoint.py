@@ -12,8 +12,10 @@ The story of one connection:
 3. A create with an empty image reads the image as raw chunks from the client
    first (until the zero-length chunk, at most :data:`MAX_IMAGE_SIZE`).
 4. Connect to the daemon the command is for (:func:`endpoint`); for albatrossd
-   upload the chain's policies (deepest first) on the same connection, each
-   answered before the next, then send the command.  Block set forwards raw
+   check that the chain's policies nest (each sub-CA's within its parent's:
+   nothing is uploaded otherwise), upload them root-most first on the same
+   connection, each answered before the next, then send the command.
+   (albatross uploads deepest first, which can store a greedy sub-policy.)  Block set forwards raw
    chunks to albatrossd until the client's zero-length chunk.
 5. Answer: one reply (``Single``), or proxy a stream (``Read``/``Dump``:
    console, stats and event-log subscriptions, block dumps), rewriting only
@@ -74,7 +76,9 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from albatross_py.core.names import Name
+from albatross_py.core.names import Name, path_to_string
+from albatross_py.core.names import Path as Path_
+from albatross_py.core.policy import PolicyError, is_smaller
 from albatross_py.daemons.common import (
     DEFAULT_TMPDIR,
     drop_root,
@@ -117,6 +121,7 @@ from albatross_py.wire.messages import (
     UnikernelCreate,
     Wire,
 )
+from albatross_py.wire.types import Policy
 
 log = logging.getLogger("albatross-tls-endpoint")
 
@@ -269,6 +274,26 @@ def tcp_listen_socket(ip: str = DEFAULT_IP, port: int = DEFAULT_PORT) -> socket.
 
 
 # -- the endpoint ---------------------------------------------------------------------
+
+
+def chain_policy_refusal(policies: Sequence[tuple[Path_, Policy]]) -> str | None:
+    """Why the chain's own policies do not nest, or None.
+
+    Checked before anything is uploaded, so a chain with an escalating
+    sub-CA leaves no trace in albatrossd (albatross uploads deepest first and
+    commits each, which can store the greedy sub-policy and then lock the
+    tenant out).  ``policies`` come deepest first, as from ``handle_chain``.
+    """
+    ordered = list(reversed(policies))  # root-most first
+    for (parent_path, parent), (child_path, child) in itertools.pairwise(ordered):
+        try:
+            is_smaller(parent, child)
+        except PolicyError as exc:
+            return (
+                f"policy at path '{path_to_string(parent_path)}': {exc} "
+                f"(the sub-CA policy at '{path_to_string(child_path)}')"
+            )
+    return None
 
 
 class TlsEndpoint:
@@ -486,7 +511,11 @@ class TlsEndpoint:
         final_header: Header,
     ) -> Payload | None:
         if service == "vmmd":
-            for path, policy in request.policies:
+            refusal = chain_policy_refusal(request.policies)
+            if refusal is not None:
+                return Failure(refusal)
+            # root-most first: a sub-CA's policy is only ever stored under its parent's
+            for path, policy in reversed(request.policies):
                 name = Name.of_path(path)
                 header = Header(sequence=next(self._sequence), name=name)
                 await daemon.write_wire(Wire(header, PolicyAdd(policy)))
