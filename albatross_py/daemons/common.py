@@ -19,12 +19,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from albatross_py.core.names import Name
 from albatross_py.transport import bind_unix, socket_path, systemd_listener
-from albatross_py.wire.messages import Wire
 
 log = logging.getLogger("albatross")
 
@@ -148,15 +148,16 @@ class Subscriber:
 
     name: Name
     version: int
-    queue: trio.MemorySendChannel[Wire]
+    #: what the writer task sends: wires, or (console) already framed bytes
+    queue: trio.MemorySendChannel[Any]
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     #: messages not queued because the queue was full
     dropped: int = 0
 
-    def offer(self, wire: Wire) -> bool:
-        """Queue ``wire`` without waiting; False when the queue is full or gone."""
+    def offer(self, item: object) -> bool:
+        """Queue ``item`` without waiting; False when the queue is full or gone."""
         try:
-            self.queue.send_nowait(wire)
+            self.queue.send_nowait(item)
         except trio.WouldBlock:
             self.dropped += 1
             return False

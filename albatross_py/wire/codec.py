@@ -8,10 +8,12 @@ parse error deeper in.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from albatross_py.wire import der
 from albatross_py.wire.errors import WireError
-from albatross_py.wire.grammar import CERT_EXTENSION, COMMAND, WIRE
-from albatross_py.wire.messages import WIRE_VERSION, Command, Wire
+from albatross_py.wire.grammar import CERT_EXTENSION, COMMAND, HEADER, WIRE
+from albatross_py.wire.messages import WIRE_VERSION, Command, Header, Wire
 
 
 def peek_version(data: bytes | memoryview) -> int:
@@ -63,3 +65,41 @@ def decode_cert_extension(data: bytes) -> tuple[int, Command]:
     if raw["version"] != WIRE_VERSION:
         raise WireError(f"unknown version number 0x{raw['version']:X} in certificate")
     return raw["version"], raw["command"]
+
+
+# -- console lines, the one message sent at high rates ------------------------------
+
+
+def encode_header(header: Header) -> bytes:
+    """A header's DER, to reuse across many messages with the same header."""
+    return der.encode(HEADER, header)
+
+
+def encode_timestamp(timestamp: datetime) -> bytes:
+    """A GeneralizedTime's DER, to reuse for every line of one FIFO read."""
+    return der.GeneralizedTime().encode(timestamp)
+
+
+def _hdr(tag: int, length: int) -> bytes:
+    return bytes((tag, length)) if length < 0x80 else bytes((tag,)) + der.encode_length(length)
+
+
+def frame_console_line(header_der: bytes, timestamp_der: bytes, line: bytes) -> bytes:
+    """``frame(encode_wire(Wire(header, DataConsole(timestamp, line))))``, built
+    from pre-encoded parts with one join: the console daemon sends every line
+    to every subscriber, and the general encoder's per-message work (and its
+    copies of the line at every nesting level) would dominate."""
+    line_hdr = _hdr(der.TAG_UTF8STRING, len(line))
+    seq_len = len(timestamp_der) + len(line_hdr) + len(line)
+    seq_hdr = _hdr(0x30, seq_len)  # console SEQUENCE
+    inner_len = len(seq_hdr) + seq_len
+    inner_hdr = _hdr(0xA3, inner_len)  # console [3]
+    data_len = len(inner_hdr) + inner_len
+    data_hdr = _hdr(0xA3, data_len)  # data [3]
+    wire_len = len(header_der) + len(data_hdr) + data_len
+    wire_hdr = _hdr(0x30, wire_len)
+    total = len(wire_hdr) + wire_len
+    return b"".join(
+        (total.to_bytes(4, "big"), wire_hdr, header_der, data_hdr, inner_hdr, seq_hdr,
+         timestamp_der, line_hdr, line)
+    )  # fmt: skip

@@ -216,3 +216,15 @@ def test_roundtrip(header: Header, payload: object) -> None:
     back = decode_wire(enc)
     assert back == wire
     assert encode_wire(back) == enc
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.builds(Header, st.just(5), i64, names), times, st.binary(max_size=700))
+def test_fast_console_line_equals_the_general_encoder(
+    header: Header, ts: datetime, line: bytes
+) -> None:
+    from albatross_py.wire.codec import encode_header, encode_timestamp, frame_console_line
+    from albatross_py.wire.framing import frame
+
+    fast = frame_console_line(encode_header(header), encode_timestamp(ts), line)
+    assert fast == frame(encode_wire(Wire(header, DataConsole(ts, line))))
