@@ -213,3 +213,12 @@ async def test_standin_attaches_to_real_tap(taps: Taps, tmp_path: Path) -> None:
     assert status.code == 0, output
     mac = format_mac(derive_mac("service", name))
     assert f"standin: net service tap={tap} mac={mac}" in output
+
+
+def test_batched_counters_equal_netlink(taps: Taps) -> None:
+    """The stats tick's /proc/net/dev + sysfs path reports what netlink reports."""
+    first, second = taps.create(), taps.create()
+    batched = net.counters_many_sync([first, second, "lo", "no-such-if0"])
+    assert set(batched) == {first, second, "lo"}
+    for name in (first, second, "lo"):
+        assert batched[name] == net.counters_sync(name), name

@@ -268,3 +268,21 @@ def test_atomic_write_failure_leaves_old_file(tmp_path: Path) -> None:
         files.atomic_write(path, "not bytes")  # type: ignore[arg-type]
     assert path.read_bytes() == b"good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+def test_proc_net_dev_parsing() -> None:
+    from albatross_py.host.net import parse_proc_net_dev
+
+    text = (
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets"
+        " errs drop fifo colls carrier compressed\n"
+        "vmmtap3: 1000 10 1 2 0 0 0 3 2000 20 4 5 0 6 0 0\n"
+        "    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n"
+    )
+    table = parse_proc_net_dev(text)
+    assert table["vmmtap3"] == {
+        "rx_bytes": 1000, "rx_packets": 10, "rx_errors": 1, "rx_dropped": 2, "multicast": 3,
+        "tx_bytes": 2000, "tx_packets": 20, "tx_errors": 4, "tx_dropped": 5, "collisions": 6,
+    }  # fmt: skip
+    assert set(table) == {"vmmtap3", "lo"}
