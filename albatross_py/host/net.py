@@ -260,11 +260,15 @@ def parse_proc_net_dev(text: str) -> dict[str, dict[str, int]]:
 
 
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP, IFF_DORMANT = 0x1, 0x40, 0x10000, 0x20000
+IFF_PROMISC, IFF_ALLMULTI = 0x100, 0x200
 
 
 def _runtime_flags(sys_dir: str, flags: int) -> int:
     """sysfs ``flags`` is ``dev->flags``; netlink reports ``dev_get_flags()``,
-    which adds RUNNING, LOWER_UP and DORMANT from the link state.  Same here."""
+    which adds RUNNING, LOWER_UP and DORMANT from the link state and shows
+    PROMISC/ALLMULTI only when a user asked for them (a bridge port has them
+    in ``dev->flags`` because the bridge set them; our taps never ask)."""
+    flags &= ~(IFF_PROMISC | IFF_ALLMULTI)
     if not flags & IFF_UP:
         return flags
     with open(f"{sys_dir}/operstate") as f:
