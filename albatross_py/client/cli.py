@@ -56,12 +56,10 @@ from albatross_py.client.remote import (
     INLINE_IMAGE_LIMIT,
     ChainCheckError,
     ConversationEnded,
-    Shape,
     Upload,
     bytes_chunks,
     client_context,
     converse,
-    endpoint,
     file_chunks,
     parse_destination,
     run_remote,
@@ -100,6 +98,7 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.routing import Shape, endpoint
 from albatross_py.wire.types import Typ
 
 MB = 1024 * 1024

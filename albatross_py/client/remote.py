@@ -30,7 +30,6 @@ OpenSSL-based endpoints refuse client certificate chains above ~100 KiB.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
 import ssl
 import tempfile
@@ -49,22 +48,13 @@ from albatross_py.wire import frame
 from albatross_py.wire.codec import encode_wire
 from albatross_py.wire.errors import WireError
 from albatross_py.wire.messages import (
-    BlockDump,
-    Command,
-    ConsoleAdd,
-    ConsoleListInactive,
-    ConsoleSubscribe,
     DataBlock,
-    EventsSubscribe,
     Failure,
     Reply,
     ReplyBlockDeviceImage,
-    StatsAdd,
-    StatsInitial,
-    StatsRemove,
-    StatsSubscribe,
     Wire,
 )
+from albatross_py.wire.routing import Shape
 
 #: albatross-tls-endpoint's default port.
 DEFAULT_PORT = 1025
@@ -72,30 +62,6 @@ DEFAULT_PORT = 1025
 INLINE_IMAGE_LIMIT = 32 * 1024
 #: Raw upload chunk size.
 CHUNK_SIZE = 64 * 1024
-
-
-class Shape(enum.Enum):
-    SINGLE = "single"
-    DUMP = "dump"
-    READ = "read"
-
-
-def endpoint(cmd: Command) -> tuple[str, Shape]:
-    """The daemon (socket service name) and conversation shape of a command."""
-    match cmd:
-        case ConsoleListInactive():
-            return "console", Shape.SINGLE
-        case ConsoleSubscribe() | ConsoleAdd():
-            return "console", Shape.READ
-        case StatsSubscribe():
-            return "stats", Shape.READ
-        case EventsSubscribe():
-            return "log", Shape.READ
-        case StatsAdd() | StatsRemove() | StatsInitial():
-            return "stats", Shape.SINGLE
-        case BlockDump(old=False):
-            return "vmmd", Shape.DUMP
-    return "vmmd", Shape.SINGLE
 
 
 class ConversationEnded(Exception):

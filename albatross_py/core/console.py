@@ -51,6 +51,7 @@ WAITING = "waiting for VM"
 
 Line = tuple[datetime, bytes]
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 class ConsoleError(ValueError):
@@ -60,8 +61,11 @@ class ConsoleError(ValueError):
 # -- ring buffer ----------------------------------------------------------------
 
 
-class Ring:
-    """A fixed-size ring of ``(timestamp, line)``, oldest overwritten first."""
+class Ring(Generic[T]):
+    """A fixed-size ring of ``(timestamp, item)``, oldest overwritten first.
+
+    Console lines here; events in :mod:`albatross_py.core.eventlog`.
+    """
 
     __slots__ = ("_count", "_slots", "_write", "size")
 
@@ -69,19 +73,19 @@ class Ring:
         if size < 1:
             raise ValueError("a ring holds at least one entry")
         self.size = size
-        self._slots: list[Line | None] = [None] * size
+        self._slots: list[tuple[datetime, T] | None] = [None] * size
         self._write = 0
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def push(self, timestamp: datetime, line: bytes) -> None:
-        self._slots[self._write] = (timestamp, line)
+    def push(self, timestamp: datetime, item: T) -> None:
+        self._slots[self._write] = (timestamp, item)
         self._write = (self._write + 1) % self.size
         self._count = min(self._count + 1, self.size)
 
-    def _newest_first(self) -> Iterator[Line]:
+    def newest_first(self) -> Iterator[tuple[datetime, T]]:
         """At most one lap, newest entry first."""
         idx = self._write
         for _ in range(self._count):
@@ -90,29 +94,29 @@ class Ring:
             assert entry is not None
             yield entry
 
-    def entries(self) -> list[Line]:
+    def entries(self) -> list[tuple[datetime, T]]:
         """Everything held, oldest first."""
         return self.last(self.size)
 
-    def last(self, n: int) -> list[Line]:
+    def last(self, n: int) -> list[tuple[datetime, T]]:
         """The last ``n`` entries, oldest first; ``n`` is clamped to [0, size]."""
         n = max(0, min(n, self._count))
         out = []
-        for entry in self._newest_first():
+        for entry in self.newest_first():
             if len(out) == n:
                 break
             out.append(entry)
         out.reverse()
         return out
 
-    def since(self, t: datetime) -> list[Line]:
+    def since(self, t: datetime) -> list[tuple[datetime, T]]:
         """Entries from the newest back to the first one older than ``t``, oldest first.
 
         As albatross's ``read_history``: the walk stops at the first entry
         earlier than ``t`` and never goes round more than once.
         """
         out = []
-        for entry in self._newest_first():
+        for entry in self.newest_first():
             if entry[0] < t:
                 break
             out.append(entry)

@@ -34,11 +34,11 @@ string can break or forge a line.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from albatross_py.core.console import Ring
 from albatross_py.core.names import ROOT, Name, Path, is_prefix
 from albatross_py.wire import events as ev
 
@@ -56,39 +56,8 @@ S = TypeVar("S")
 # -- the ring ---------------------------------------------------------------------
 
 
-class EventRing:
-    """A fixed-size ring of ``(timestamp, event)``, oldest overwritten first."""
-
-    __slots__ = ("_count", "_slots", "_write", "size")
-
-    def __init__(self, size: int = RING_SIZE) -> None:
-        if size < 1:
-            raise ValueError("a ring holds at least one entry")
-        self.size = size
-        self._slots: list[Entry | None] = [None] * size
-        self._write = 0
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def push(self, timestamp: datetime, event: ev.Event) -> None:
-        self._slots[self._write] = (timestamp, event)
-        self._write = (self._write + 1) % self.size
-        self._count = min(self._count + 1, self.size)
-
-    def newest_first(self) -> Iterator[Entry]:
-        """At most one lap, newest entry first."""
-        idx = self._write
-        for _ in range(self._count):
-            idx = (idx - 1) % self.size
-            entry = self._slots[idx]
-            assert entry is not None
-            yield entry
-
-    def entries(self) -> list[Entry]:
-        """Everything held, oldest first."""
-        return list(reversed(list(self.newest_first())))
+#: The event ring is the console's ring, holding events instead of lines.
+EventRing = Ring[ev.Event]
 
 
 # -- matching -----------------------------------------------------------------------

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import enum
 import ipaddress
 import itertools
 import logging
@@ -70,7 +69,6 @@ import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import trio
 from cryptography import x509
@@ -99,28 +97,20 @@ from albatross_py.wire import MAX_FRAME_SIZE, WireError
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
     BlockAddOld,
-    BlockDump,
     BlockSet,
     BlockSetOld,
     Command,
-    ConsoleAdd,
-    ConsoleListInactive,
-    ConsoleSubscribe,
     DataBlock,
-    EventsSubscribe,
     Failure,
     Header,
     Payload,
     PolicyAdd,
     Reply,
     ReplyString,
-    StatsAdd,
-    StatsInitial,
-    StatsRemove,
-    StatsSubscribe,
     UnikernelCreate,
     Wire,
 )
+from albatross_py.wire.routing import Service, Shape, endpoint
 from albatross_py.wire.types import Policy
 
 log = logging.getLogger("albatross-tls-endpoint")
@@ -148,16 +138,6 @@ EXIT_INETD_LOGGING = 3
 #: before the process exits.
 EVENT_FLUSH_TIMEOUT = 2.0
 
-Service = Literal["vmmd", "console", "stats", "log"]
-
-
-class Shape(enum.Enum):
-    """The conversation shape of ``Vmm_commands.endpoint`` (spec 2.4)."""
-
-    SINGLE = "single"  # one reply
-    READ = "read"  # a subscription: replies and data until either side stops
-    DUMP = "dump"  # a block dump: data until DataBlock(None)
-
 
 class StartupError(Exception):
     """The endpoint cannot start; the message says why."""
@@ -172,24 +152,6 @@ class _ClientGone(Exception):
 
 class _Refused(Exception):
     """End the request early with this failure message."""
-
-
-def endpoint(cmd: Command) -> tuple[Service, Shape]:
-    """Which daemon a command goes to, and how the conversation goes (spec 2.4)."""
-    match cmd:
-        case ConsoleListInactive():
-            return "console", Shape.SINGLE
-        case ConsoleAdd() | ConsoleSubscribe():
-            return "console", Shape.READ
-        case StatsSubscribe():
-            return "stats", Shape.READ
-        case EventsSubscribe():
-            return "log", Shape.READ
-        case BlockDump(old=False):
-            return "vmmd", Shape.DUMP
-        case StatsAdd() | StatsRemove() | StatsInitial():
-            return "stats", Shape.SINGLE
-    return "vmmd", Shape.SINGLE
 
 
 # -- TLS setup ------------------------------------------------------------------------
