@@ -155,8 +155,11 @@ def _level(p: argparse.ArgumentParser) -> None:
 def build_parser(prog: str = "albatross-client") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Manage unikernels run by albatross, locally or remotely.",
-        epilog="Exit codes: 0 ok, 116 chain, 117 command failed, 118 update unavailable, "
-        "119/120 TLS authentication, 121 communication, 122 connect, 124 cli, 125 internal.",
+        epilog="examples: albatross-client info; albatross-client create web web.hvt --net "
+        "service --mem 64; albatross-client console web -d host --ca tenant.pem --ca-key "
+        "tenant.key --server-ca cacert.pem.  Exit codes: 0 ok, 116 chain, 117 command "
+        "failed, 118 update unavailable, 119/120 TLS authentication, 121 communication, "
+        "122 connect, 124 cli, 125 internal.",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     net = [_common(), _destination()]
@@ -233,6 +236,7 @@ def build_parser(prog: str = "albatross-client") -> argparse.ArgumentParser:
     p.add_argument("-n", "--name", dest="name_opt", required=True)
     p = add("log", "show events (albatross-log), follow until Ctrl-C", net)
     p.add_argument("name", nargs="?", help="name or path (default: everything)")
+    p.add_argument("-n", "--name", dest="name_opt", metavar="PATH", help="same as NAME")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--since", help="RFC 3339 time or date")
     g.add_argument("--count", type=int, default=20, help="last N events (default 20)")
@@ -345,7 +349,7 @@ def build_plan(a: argparse.Namespace, printer: Printer, remote: bool) -> Plan:
     if c == "create":
         return _create(a, remote)
     if c == "log":
-        name = parse_name_or_path(a.name)
+        name = parse_name_or_path(a.name_opt if a.name_opt is not None else a.name)
         if a.since is not None:
             return Plan(name, EventsSubscribe(since=_parse_time(a.since)))
         return Plan(name, EventsSubscribe(count=a.count))

@@ -492,6 +492,7 @@ def parse_influx_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="albatross-influx",
         description="Subscribes to albatross-stats and writes the statistics to InfluxDB "
         "(or telegraf) in the line protocol.",
+        epilog="example: albatross-influx --tmpdir /run/albatross --influx 127.0.0.1:8094",
     )
     _common(parser)
     sink = parser.add_mutually_exclusive_group(required=True)
@@ -534,6 +535,7 @@ def parse_prometheus_args(argv: Sequence[str] | None = None) -> argparse.Namespa
     parser = argparse.ArgumentParser(
         prog="albatross-prometheus",
         description="Serves statistics of unikernels and policy usage for Prometheus.",
+        epilog="example: albatross-prometheus --tmpdir /run/albatross --listen 127.0.0.1:9435",
     )
     _common(parser)
     parser.add_argument(

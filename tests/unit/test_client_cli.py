@@ -232,3 +232,12 @@ def test_progress_only_on_a_tty() -> None:
     q.advance(5)
     q.finish()
     assert plain.getvalue() == ""
+
+
+def test_log_takes_the_name_as_argument_or_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from albatross_py.wire.messages import EventsSubscribe
+
+    for argv in (("log", "a:"), ("log", "--name", "a:"), ("log", "-n", "a:")):
+        wire = wire_of(capsys, *argv, "--count", "5")
+        assert str(wire.header.name) == "a:"
+        assert wire.payload == EventsSubscribe(count=5)
