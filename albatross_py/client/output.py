@@ -32,6 +32,7 @@ from typing import Any, BinaryIO, TextIO
 
 from albatross_py.core.eventlog import line as event_line
 from albatross_py.core.names import Name
+from albatross_py.core.ocaml import escaped
 from albatross_py.wire.jsonview import mac_to_str, wire_to_json
 from albatross_py.wire.messages import (
     DataBlock,
@@ -54,25 +55,8 @@ from albatross_py.wire.types import FailBehaviour, Policy, Statistics, Unikernel
 
 
 def ocaml_escaped(data: bytes) -> str:
-    """OCaml's ``String.escaped``: printable ASCII kept, ``\\n \\t \\r \\b``, else ``\\ddd``."""
-    out = []
-    for b in data:
-        c = chr(b)
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\t":
-            out.append("\\t")
-        elif c == "\r":
-            out.append("\\r")
-        elif c == "\b":
-            out.append("\\b")
-        elif 0x20 <= b < 0x7F:
-            out.append(c)
-        else:
-            out.append(f"\\{b:03d}")
-    return "".join(out)
+    """OCaml's ``String.escaped``, as albatross prints console lines (2.7.0)."""
+    return escaped(data)
 
 
 def rfc3339(t: datetime) -> str:

@@ -39,7 +39,8 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from albatross_py.core.console import Ring
-from albatross_py.core.names import ROOT, Name, Path, is_prefix
+from albatross_py.core.names import Name, is_prefix
+from albatross_py.core.subscribers import PathSubscribers, relative_name
 from albatross_py.wire import events as ev
 
 #: Events kept in memory.
@@ -66,18 +67,6 @@ EventRing = Ring[ev.Event]
 def matches(subscriber: Name, event: ev.Event) -> bool:
     """Whether a subscriber at ``subscriber`` (a name or a path) sees ``event``."""
     return is_prefix(subscriber.labels(), event.subject.labels())
-
-
-def relative_name(subscriber: Name, subject: Name) -> Name:
-    """``subject`` as seen from ``subscriber``'s path (it must match).
-
-    A path subscription whose labels equal a unikernel's (``a:vm:`` and
-    ``a:vm``) sees the bare label ``:vm``, as in the stats daemon.
-    """
-    prefix = subscriber.path
-    if not is_prefix(prefix, subject.path):
-        return Name(ROOT, subject.label)
-    return subject.drop_prefix(prefix)
 
 
 def relative_event(subscriber: Name, event: ev.Event) -> ev.Event:
@@ -133,45 +122,32 @@ class EventLog(Generic[S]):
     ring_size: int = RING_SIZE
     max_per_name: int = MAX_SUBSCRIBERS_PER_NAME
     ring: EventRing = field(init=False)
-    _subs: dict[Path, list[tuple[Name, S]]] = field(default_factory=dict, init=False)
+    _subs: PathSubscribers[S] = field(init=False)
 
     def __post_init__(self) -> None:
         self.ring = EventRing(self.ring_size)
+        self._subs = PathSubscribers(self.max_per_name)
 
     def record(self, timestamp: datetime, event: ev.Event) -> list[tuple[S, Name, ev.Event]]:
         """Keep ``event``; every subscriber that sees it, with the name and event it sees."""
         self.ring.push(timestamp, event)
-        labels = event.subject.labels()
-        out: list[tuple[S, Name, ev.Event]] = []
-        for depth in range(len(labels) + 1):
-            for at, sub in self._subs.get(labels[:depth], ()):
-                out.append((sub, relative_name(at, event.subject), relative_event(at, event)))
-        return out
+        return [
+            (sub, relative_name(at, event.subject), relative_event(at, event))
+            for at, sub in self._subs.matching(event.subject)
+        ]
 
     def subscribe(
         self, at: Name, sub: S, *, count: int | None = None, since: datetime | None = None
     ) -> Subscribed[S]:
         """Register ``sub`` at ``at``; its history, and older subscribers to close."""
-        entries = self._subs.setdefault(at.labels(), [])
-        kicked: list[S] = []
-        while len(entries) >= self.max_per_name:
-            kicked.append(entries.pop(0)[1])
-        entries.append((at, sub))
+        kicked = self._subs.subscribe(at, sub)
         return Subscribed(history(self.ring, at, count=count, since=since), kicked)
 
     def unsubscribe(self, at: Name, sub: S) -> bool:
-        key = at.labels()
-        entries = self._subs.get(key, [])
-        for i, (_, s) in enumerate(entries):
-            if s is sub:
-                del entries[i]
-                if not entries:
-                    del self._subs[key]
-                return True
-        return False
+        return self._subs.unsubscribe(at, sub)
 
     def subscriber_count(self) -> int:
-        return sum(len(v) for v in self._subs.values())
+        return len(self._subs)
 
 
 # -- the text line ----------------------------------------------------------------------

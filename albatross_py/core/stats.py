@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from albatross_py.core.names import ROOT, Name, Path, is_prefix
+from albatross_py.core.names import Name
+from albatross_py.core.subscribers import PathSubscribers, relative_name
 
 S = TypeVar("S")
 
@@ -49,26 +50,16 @@ class TrackedVm:
     network: tuple[tuple[str, str], ...] = ()
 
 
-def relative_name(subscribed_at: Name, vm: Name) -> Name:
-    """``vm`` as a subscriber at ``subscribed_at`` sees it (see the module docstring)."""
-    prefix = subscribed_at.path
-    if subscribed_at.is_path and not is_prefix(prefix, vm.path):
-        # The path subscription shares the VM's trie node (a:vm: vs a:vm).
-        return Name(ROOT, vm.label)
-    return vm.drop_prefix(prefix)
-
-
-def _key(name: Name) -> Path:
-    return name.labels()
-
-
 @dataclass(eq=False)
 class StatsTable(Generic[S]):
     """VMs and subscribers; ``S`` is whatever the daemon uses for a subscriber."""
 
     max_per_name: int = MAX_SUBSCRIBERS_PER_NAME
     _vms: dict[Name, TrackedVm] = field(default_factory=dict)
-    _subs: dict[Path, list[tuple[Name, S]]] = field(default_factory=dict)
+    _subs: PathSubscribers[S] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._subs = PathSubscribers(self.max_per_name)
 
     # -- VMs -----------------------------------------------------------------------
     def add(self, vm: TrackedVm) -> TrackedVm | None:
@@ -92,35 +83,17 @@ class StatsTable(Generic[S]):
     # -- subscribers ---------------------------------------------------------------
     def subscribe(self, name: Name, sub: S) -> list[S]:
         """Add a subscriber at ``name``; returns the subscribers pushed out (oldest first)."""
-        entries = self._subs.setdefault(_key(name), [])
-        entries.append((name, sub))
-        kicked: list[S] = []
-        while len(entries) > self.max_per_name:
-            kicked.append(entries.pop(0)[1])
-        return kicked
+        return self._subs.subscribe(name, sub)
 
     def unsubscribe(self, name: Name, sub: S) -> bool:
-        key = _key(name)
-        entries = self._subs.get(key, [])
-        for i, (_, s) in enumerate(entries):
-            if s is sub:
-                del entries[i]
-                if not entries:
-                    del self._subs[key]
-                return True
-        return False
+        return self._subs.unsubscribe(name, sub)
 
     def subscriber_count(self) -> int:
-        return sum(len(v) for v in self._subs.values())
+        return len(self._subs)
 
     def subscribers_for(self, vm: Name) -> list[tuple[S, Name]]:
         """Every subscriber at ``vm`` or an ancestor, with the name it sees; root first."""
-        labels = _key(vm)
-        out: list[tuple[S, Name]] = []
-        for depth in range(len(labels) + 1):
-            for at, sub in self._subs.get(labels[:depth], ()):
-                out.append((sub, relative_name(at, vm)))
-        return out
+        return [(sub, relative_name(at, vm)) for at, sub in self._subs.matching(vm)]
 
     def watched(self) -> Iterator[tuple[TrackedVm, list[tuple[S, Name]]]]:
         """The VMs somebody listens to, with their listeners (nothing else is gathered)."""

@@ -26,6 +26,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from albatross_py.core.ocaml import quoted
+
 # -- Solo5 constants (one place; see the module docstring for the sources) ----
 
 SOLO5_NOTE_OWNER = b"Solo5"
@@ -272,27 +274,9 @@ def read_manifest(image: bytes) -> Manifest:
     return Manifest(version, tuple(devices))
 
 
-def _ocaml_quoted(s: str) -> str:
-    """OCaml's ``%S``, as albatross prints device names in its error."""
-    out = []
-    for b in s.encode("utf-8", "surrogateescape"):
-        c = chr(b)
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\t":
-            out.append("\\t")
-        elif 0x20 <= b < 0x7F:
-            out.append(c)
-        else:
-            out.append(f"\\{b:03d}")
-    return '"' + "".join(out) + '"'
-
-
 def describe_manifest(manifest: Manifest) -> str:
     kinds = {DeviceType.BLOCK_BASIC: "block", DeviceType.NET_BASIC: "net"}
-    return ", ".join(f"{kinds[d.type]} {_ocaml_quoted(d.name)}" for d in manifest.devices)
+    return ", ".join(f"{kinds[d.type]} {quoted(d.name)}" for d in manifest.devices)
 
 
 def check_manifest(manifest: Manifest, blocks: Iterable[str], nets: Iterable[str]) -> None:

@@ -241,3 +241,10 @@ def test_log_takes_the_name_as_argument_or_option(capsys: pytest.CaptureFixture[
         wire = wire_of(capsys, *argv, "--count", "5")
         assert str(wire.header.name) == "a:"
         assert wire.payload == EventsSubscribe(count=5)
+
+
+def test_ocaml_escaping_names_control_characters() -> None:
+    from albatross_py.core.ocaml import escaped, quoted
+
+    assert escaped(b'a\r\b\t"\\\x00\xff') == 'a\\r\\b\\t\\"\\\\\\000\\255'
+    assert quoted("dev\r") == '"dev\\r"'
