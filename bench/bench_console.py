@@ -49,7 +49,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from albatross_py.core.names import Name  # noqa: E402
 from albatross_py.host.limits import raise_nofile_limit  # noqa: E402
 from albatross_py.wire import FrameReader, decode_wire, encode_wire, frame  # noqa: E402
 from albatross_py.wire.messages import (  # noqa: E402
@@ -60,6 +59,7 @@ from albatross_py.wire.messages import (  # noqa: E402
     ReplyEmpty,
     Wire,
 )
+from albatross_py.wire.names import Name  # noqa: E402
 
 #: The writer: pre-builds its lines, then writes them in 64 KiB chunks and
 #: prints the monotonic times of its first and last write.

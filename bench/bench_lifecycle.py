@@ -63,7 +63,6 @@ sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
-from albatross_py.core.names import Name  # noqa: E402
 from albatross_py.host.files import Layout  # noqa: E402
 from albatross_py.transport import FramedStream, connect_unix  # noqa: E402
 from albatross_py.virt import guest, qmp  # noqa: E402
@@ -77,6 +76,7 @@ from albatross_py.wire.messages import (  # noqa: E402
     UnikernelDestroy,
     Wire,
 )
+from albatross_py.wire.names import Name  # noqa: E402
 from albatross_py.wire.types import Typ, UnikernelConfig  # noqa: E402
 from tests.system.tinyguest_harness import run_vm, system_skip_reason  # noqa: E402
 

@@ -16,8 +16,8 @@ from pathlib import Path as FsPath
 # Benchmark the checkout this file lives in, not whatever copy is installed.
 sys.path.insert(0, str(FsPath(__file__).resolve().parents[1]))
 
-from albatross_py.core.names import ROOT, Name, Path
 from albatross_py.core.resources import Resources, RunningUnikernel
+from albatross_py.wire.names import ROOT, Name, Path
 from albatross_py.wire.types import NetDevice, Policy, UnikernelConfig
 
 REPEAT = 2000

@@ -53,11 +53,11 @@ sys.path.insert(0, str(REPO))
 import trio  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 
-from albatross_py.core.names import Name  # noqa: E402
 from albatross_py.core.stats import TrackedVm  # noqa: E402
 from albatross_py.daemons.stats import StatsDaemon, Subscriber, gather_sync  # noqa: E402
 from albatross_py.host import net, procstats  # noqa: E402
 from albatross_py.host.limits import raise_nofile_limit  # noqa: E402
+from albatross_py.wire.names import Name  # noqa: E402
 
 TAP_PREFIX = "abst"
 

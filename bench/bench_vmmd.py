@@ -28,7 +28,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from albatross_py.core.names import Name  # noqa: E402
 from albatross_py.virt.solo5_elf import make_solo5_elf  # noqa: E402
 from albatross_py.wire.messages import (  # noqa: E402
     ReplyString,
@@ -36,6 +35,7 @@ from albatross_py.wire.messages import (  # noqa: E402
     UnikernelDestroy,
     UnikernelInfoQuery,
 )
+from albatross_py.wire.names import Name  # noqa: E402
 from albatross_py.wire.types import UnikernelConfig  # noqa: E402
 from tests.sync_client import call  # noqa: E402
 

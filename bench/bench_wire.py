@@ -15,9 +15,9 @@ import time
 import tracemalloc
 from datetime import UTC, datetime
 
-from albatross_py.core.names import Name
 from albatross_py.wire.codec import decode_wire, encode_wire
 from albatross_py.wire.messages import Header, ReplyUnikernelInfo, UnikernelCreate, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockInfo,
     BridgeInfo,

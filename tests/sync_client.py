@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from albatross_py.core.names import Name
 from albatross_py.wire import FrameReader, decode_wire, encode_wire, frame
 from albatross_py.wire.messages import Command, Header, Wire
+from albatross_py.wire.names import Name
 
 
 def call(sock_path: Path, name: Name, cmd: Command, timeout: float = 30) -> object:

@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from albatross_py.core.names import Name, path_to_string
 from albatross_py.core.policy import fine_with_policy, is_smaller, usable
 from albatross_py.wire.cert import command_extension, command_of_certificate, command_of_csr
 from albatross_py.wire.messages import (
@@ -40,6 +39,7 @@ from albatross_py.wire.messages import (
     PolicyRemove,
     UnikernelCreate,
 )
+from albatross_py.wire.names import Name, path_to_string
 from albatross_py.wire.types import Policy
 
 KeyType = Literal["rsa2048", "rsa4096", "ed25519", "p256", "p384", "p521"]

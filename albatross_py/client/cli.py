@@ -65,9 +65,8 @@ from albatross_py.client.remote import (
     run_remote,
     validate_chain,
 )
-from albatross_py.core.names import Name
 from albatross_py.core.policy import PolicyError, usable
-from albatross_py.daemons.common import DEFAULT_TMPDIR
+from albatross_py.defaults import DEFAULT_TMPDIR
 from albatross_py.transport import FramedStream, connect_unix, socket_path
 from albatross_py.virt.solo5_elf import Solo5ImageError, check_manifest, read_manifest
 from albatross_py.wire.cert import command_of_certificate
@@ -98,6 +97,7 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.routing import Shape, endpoint
 from albatross_py.wire.types import Typ
 

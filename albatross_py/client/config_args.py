@@ -18,8 +18,8 @@ import argparse
 import enum
 from collections.abc import Sequence
 
-from albatross_py.core.names import Name, NameError_, Path, path_of_string
 from albatross_py.wire.jsonview import mac_of_str
+from albatross_py.wire.names import Name, NameError_, Path, path_of_string
 from albatross_py.wire.types import (
     BlockDevice,
     FailBehaviour,

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from albatross_py.core.eventlog import line as event_line
-from albatross_py.core.names import Name
 from albatross_py.core.ocaml import escaped
 from albatross_py.wire.jsonview import mac_to_str, wire_to_json
 from albatross_py.wire.messages import (
@@ -51,6 +50,7 @@ from albatross_py.wire.messages import (
     ReplyUnikernelInfo,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import FailBehaviour, Policy, Statistics, UnikernelInfo
 
 

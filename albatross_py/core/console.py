@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from albatross_py.core.names import Name, Path
 from albatross_py.core.trie import Trie
+from albatross_py.wire.names import Name, Path
 
 #: Lines kept per unikernel (``Vmm_ring.create ?(size=1024)``).
 RING_SIZE = 1024

@@ -39,9 +39,9 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from albatross_py.core.console import Ring
-from albatross_py.core.names import Name, is_prefix
 from albatross_py.core.subscribers import PathSubscribers, relative_name
 from albatross_py.wire import events as ev
+from albatross_py.wire.names import Name, is_prefix
 
 #: Events kept in memory.
 RING_SIZE = 4096

@@ -58,9 +58,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from albatross_py.core.names import ROOT, Name, NameError_, Path, label_of_string, path_to_string
 from albatross_py.core.policy import PolicyError, block_fits, host_bridges, is_smaller
 from albatross_py.core.trie import Trie
+from albatross_py.wire.names import ROOT, Name, NameError_, Path, label_of_string, path_to_string
 from albatross_py.wire.types import Policy, UnikernelConfig
 
 #: What Policy_add replies when the policy is already installed (albatross's text).

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from albatross_py.core.names import Name
 from albatross_py.core.subscribers import PathSubscribers, relative_name
+from albatross_py.wire.names import Name
 
 S = TypeVar("S")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from albatross_py.core.names import ROOT, Name, Path, is_prefix
+from albatross_py.wire.names import ROOT, Name, Path, is_prefix
 
 S = TypeVar("S")
 

@@ -2,7 +2,7 @@
 
 Each node holds at most one entry.  A path (``"a:b:"``) and a name with the
 same labels (``"a:b"``, the label ``b`` under path ``a``) share one node, as in
-albatross; the entry keeps the :class:`~albatross_py.core.names.Name` it was
+albatross; the entry keeps the :class:`~albatross_py.wire.names.Name` it was
 inserted under, so listings give back ``"a:b:"`` or ``"a:b"`` as inserted.
 
 Orders (checked against ``vectors/albatross-2.7.2/trie.json``):
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from albatross_py.core.names import ROOT, Name, Path
+from albatross_py.wire.names import ROOT, Name, Path
 
 V = TypeVar("V")
 W = TypeVar("W")

@@ -23,12 +23,12 @@ from typing import Any
 
 import trio
 
-from albatross_py.core.names import Name
+from albatross_py.defaults import DEFAULT_TMPDIR
 from albatross_py.transport import bind_unix, socket_path, systemd_listener
+from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatross")
 
-DEFAULT_TMPDIR = "/run/albatross" if sys.platform.startswith("linux") else "/var/run/albatross"
 
 #: accept() errors that pass (out of file descriptors or memory): retry, do not die.
 TRANSIENT_ACCEPT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})

@@ -42,7 +42,6 @@ from albatross_py.core.console import (
     ConsoleState,
     LineSplitter,
 )
-from albatross_py.core.names import Name
 from albatross_py.daemons.common import (
     Subscriber,
     accept_forever,
@@ -67,6 +66,7 @@ from albatross_py.wire.messages import (
     ReplyString,
     Wire,
 )
+from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatross.console")
 

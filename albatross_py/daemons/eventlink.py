@@ -24,13 +24,13 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.supervisor import EventSink
 from albatross_py.transport import connect_unix
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire import events as ev
 from albatross_py.wire.codec import decode_wire
 from albatross_py.wire.messages import EventsRecord, Failure, Header, Wire
+from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatross.eventlink")
 

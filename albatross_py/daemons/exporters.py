@@ -41,7 +41,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from albatross_py.core.names import Name, Path, is_prefix, path_to_string
+from albatross_py.wire.names import Name, Path, is_prefix, path_to_string
 from albatross_py.wire.types import (
     BlockDeviceEntry,
     IfData,

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.transport import FramedStream, connect_unix
 from albatross_py.virt.base import Prepared
 from albatross_py.virt.qemu import QemuPrepared
@@ -37,6 +36,7 @@ from albatross_py.wire.messages import (
     StatsRemove,
     Wire,
 )
+from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatrossd")
 

@@ -38,8 +38,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from albatross_py.core.names import Name
-from albatross_py.daemons.common import DEFAULT_TMPDIR, setup_logging
+from albatross_py.daemons.common import setup_logging
 from albatross_py.daemons.exporters import (
     PROMETHEUS_CONTENT_TYPE,
     PolicyUsage,
@@ -49,6 +48,7 @@ from albatross_py.daemons.exporters import (
     prometheus_text,
 )
 from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
+from albatross_py.defaults import DEFAULT_TMPDIR
 from albatross_py.transport import FramedStream, connect_unix, socket_path
 from albatross_py.wire import WireError
 from albatross_py.wire.messages import (
@@ -66,6 +66,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Statistics
 
 log = logging.getLogger("albatross.metrics")

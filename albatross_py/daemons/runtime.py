@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from albatross_py.core.names import Name
 from albatross_py.host import files, net
+from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatrossd")
 

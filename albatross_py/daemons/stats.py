@@ -60,7 +60,6 @@ from typing import Any, Protocol
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.core.stats import StatsTable, TrackedVm
 from albatross_py.daemons.common import (
     Subscriber,
@@ -91,6 +90,7 @@ from albatross_py.wire.messages import (
     StatsSubscribe,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import IfData, Statistics
 
 log = logging.getLogger("albatross.stats")

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import ROOT, Name
 from albatross_py.core.policy import PolicyError
 from albatross_py.core.resources import Resources
 from albatross_py.core.restart import ExitStatus, after_exit
@@ -42,6 +41,7 @@ from albatross_py.host.process import ProcessError, VmProcess
 from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared
 from albatross_py.wire import State, write_state
 from albatross_py.wire import events as ev
+from albatross_py.wire.names import ROOT, Name
 from albatross_py.wire.types import (
     DEFAULT_SECTOR_SIZE,
     BlockInfo,

@@ -74,16 +74,14 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from albatross_py.core.names import Name, path_to_string
-from albatross_py.core.names import Path as Path_
 from albatross_py.core.policy import PolicyError, is_smaller
 from albatross_py.daemons.common import (
-    DEFAULT_TMPDIR,
     drop_root,
     serve_until_signalled,
     setup_logging,
 )
 from albatross_py.daemons.eventlink import EventLink
+from albatross_py.defaults import DEFAULT_DBDIR, DEFAULT_TMPDIR
 from albatross_py.tls.chain import (
     ChainError,
     ChainRequest,
@@ -110,12 +108,13 @@ from albatross_py.wire.messages import (
     UnikernelCreate,
     Wire,
 )
+from albatross_py.wire.names import Name, path_to_string
+from albatross_py.wire.names import Path as Path_
 from albatross_py.wire.routing import Service, Shape, endpoint
 from albatross_py.wire.types import Policy
 
 log = logging.getLogger("albatross-tls-endpoint")
 
-DEFAULT_DBDIR = "/var/db/albatross" if sys.platform.startswith("freebsd") else "/var/lib/albatross"
 DEFAULT_IP = "::"
 DEFAULT_PORT = 1025
 #: The account to become when started as root (albatross runs the endpoint as

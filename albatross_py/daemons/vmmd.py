@@ -27,13 +27,12 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import ROOT, Name
 from albatross_py.core.policy import PolicyError
-from albatross_py.daemons.common import DEFAULT_TMPDIR
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.daemons.supervisor import OperationError, Supervisor
+from albatross_py.defaults import DEFAULT_DBDIR, DEFAULT_TMPDIR
 from albatross_py.host import discover, files
 from albatross_py.host.limits import raise_nofile_limit
 from albatross_py.transport import END, FramedStream, bind_unix, socket_path, systemd_listener
@@ -72,11 +71,11 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.names import ROOT, Name
 from albatross_py.wire.types import BlockDeviceEntry, NamedPolicy, Typ
 
 log = logging.getLogger("albatrossd")
 
-DEFAULT_DBDIR = "/var/db/albatross" if sys.platform.startswith("freebsd") else "/var/lib/albatross"
 
 #: The header used to answer a frame that could not be decoded at all.
 UNKNOWN_HEADER = Header(name=Name())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name, NameError_
+from albatross_py.wire.names import Name, NameError_
 
 log = logging.getLogger(__name__)
 

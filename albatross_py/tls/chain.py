@@ -35,7 +35,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
-from albatross_py.core.names import Name, NameError_, Path, label_of_string
 from albatross_py.wire.cert import command_of_certificate
 from albatross_py.wire.errors import WireError
 from albatross_py.wire.grammar import command_to_raw
@@ -61,6 +60,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     UnikernelRestart,
 )
+from albatross_py.wire.names import Name, NameError_, Path, label_of_string
 from albatross_py.wire.types import Policy
 
 log = logging.getLogger(__name__)

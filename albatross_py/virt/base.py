@@ -27,9 +27,9 @@ from typing import ClassVar
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.host import process
 from albatross_py.host.files import Layout
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
 
 #: The exit code reported for a VM that failed without its process exiting

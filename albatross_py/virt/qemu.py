@@ -71,13 +71,13 @@ from typing import Literal
 
 import trio
 
-from albatross_py.core.names import Name, NameError_
 from albatross_py.core.restart import ExitStatus
 from albatross_py.host.files import Layout
 from albatross_py.host.process import VmProcess
 from albatross_py.virt.base import DEFAULT_STOP_GRACE, Backend, BackendError, Prepared
 from albatross_py.virt.qmp import QmpError, open_qmp
 from albatross_py.virt.solo5 import derive_mac, format_mac, uncompressed_image
+from albatross_py.wire.names import Name, NameError_
 from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
 
 #: How often the supervisor asks QMP whether a VM still runs.

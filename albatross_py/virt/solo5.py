@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from albatross_py.core.names import Name, NameError_
 from albatross_py.host.files import Layout
 from albatross_py.virt import solo5_elf
 from albatross_py.virt.base import Backend, BackendError, Prepared
 from albatross_py.virt.solo5_elf import Abi, Solo5ImageError
+from albatross_py.wire.names import Name, NameError_
 from albatross_py.wire.types import BridgeInfo, Typ, UnikernelConfig
 
 #: "VEB Kombinat Robotron": the OUI albatross puts in front of derived MACs.

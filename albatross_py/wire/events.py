@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from albatross_py.core.names import Name
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Policy
 
 

@@ -34,48 +34,42 @@ All tags are EXPLICIT, as everywhere in albatross.  ``unknown [2]`` in the
 exit status covers a process whose end could not be determined (our
 ``ExitStatus.unknown``); without it such an exit could not be recorded.
 
-This module does not import ``grammar`` (which registers these schemas);
-``Policy`` is resolved lazily from it, so either module may be imported first.
+``grammar`` registers these schemas; the policy schema comes from
+``types_grammar``, which both use, so neither imports the other.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from albatross_py.core.names import Name
 from albatross_py.wire import events as ev
 from albatross_py.wire.der import (
     Choice,
     Field,
     GeneralizedTime,
     Integer,
-    Lazy,
     Map,
     Null,
     OctetString,
-    Schema,
     SequenceOf,
     Utf8,
 )
 from albatross_py.wire.der import Sequence_ as Seq
 from albatross_py.wire.errors import WireError
 from albatross_py.wire.messages import Command, DataEvent, EventsRecord, EventsSubscribe
+from albatross_py.wire.types_grammar import NAME, POLICY
 
 #: Tag of the ``events`` alternative in Command (spec 3.4 ends at [5]).
 COMMAND_TAG = 6
 #: Tag of the ``event`` alternative in Data (spec 3.5 ends at [4]).
 DATA_TAG = 5
 
-_NAME = Map(Utf8(), Name.of_string, str, "name")
-_POLICY: Schema = Lazy(lambda: importlib.import_module("albatross_py.wire.grammar").POLICY)
-
 
 def _pairs(first: str, second: str) -> SequenceOf:
     return SequenceOf(Seq([Field(first, Utf8()), Field(second, Utf8())]))
 
 
-_SESSION = Seq([Field("name", _NAME), Field("address", Utf8())])
+_SESSION = Seq([Field("name", NAME), Field("address", Utf8())])
 
 EVENT_RAW = Choice(
     "event",
@@ -87,7 +81,7 @@ EVENT_RAW = Choice(
             "unikernel-started",
             Seq(
                 [
-                    Field("name", _NAME),
+                    Field("name", NAME),
                     Field("pid", Integer()),
                     Field("taps", _pairs("netif", "tap")),
                     Field("blocks", _pairs("name", "device")),
@@ -99,7 +93,7 @@ EVENT_RAW = Choice(
             "unikernel-exited",
             Seq(
                 [
-                    Field("name", _NAME),
+                    Field("name", NAME),
                     Field("pid", Integer()),
                     Field(
                         "status",
@@ -115,15 +109,15 @@ EVENT_RAW = Choice(
                 ]
             ),
         ),
-        5: ("unikernel-restarting", Seq([Field("name", _NAME), Field("reason", Utf8())])),
-        6: ("unikernel-destroyed", _NAME),
+        5: ("unikernel-restarting", Seq([Field("name", NAME), Field("reason", Utf8())])),
+        6: ("unikernel-destroyed", NAME),
         7: (
             "policy-changed",
-            Seq([Field("name", _NAME), Field("policy", _POLICY, optional=True)]),
+            Seq([Field("name", NAME), Field("policy", POLICY, optional=True)]),
         ),
         8: (
             "block-changed",
-            Seq([Field("name", _NAME), Field("size", Integer(), optional=True)]),
+            Seq([Field("name", NAME), Field("size", Integer(), optional=True)]),
         ),
     },
 )

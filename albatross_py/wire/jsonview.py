@@ -172,7 +172,7 @@ def raw_to_json(v: Any) -> Json:
     from dataclasses import fields, is_dataclass
     from datetime import datetime
 
-    from albatross_py.core.names import Name
+    from albatross_py.wire.names import Name
 
     match v:
         case None | bool() | int() | str():

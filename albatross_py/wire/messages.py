@@ -13,8 +13,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from albatross_py.core.names import Name
 from albatross_py.wire.events import Event
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDeviceEntry,
     NamedPolicy,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from albatross_py.core.names import Name
 from albatross_py.wire import der
 from albatross_py.wire.der import Field, SequenceOf
 from albatross_py.wire.der import Sequence_ as Seq
 from albatross_py.wire.errors import WireError
-from albatross_py.wire.grammar import (
+from albatross_py.wire.names import Name
+from albatross_py.wire.types import Policy, UnikernelConfig
+from albatross_py.wire.types_grammar import (
     CONFIG,
     CONFIG_V0,
     CONFIG_V1,
@@ -26,7 +27,6 @@ from albatross_py.wire.grammar import (
     POLICY,
     Rejected,
 )
-from albatross_py.wire.types import Policy, UnikernelConfig
 
 #: The layout albatross 2.7.2 writes, and so do we.
 CURRENT_LAYOUT = 6

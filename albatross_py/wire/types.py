@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from albatross_py.core.names import Name
+from albatross_py.wire.names import Name
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from albatross_py.core.names import Name, path_of_string, path_to_string
 from albatross_py.tls.chain import handle_chain
 from albatross_py.wire.grammar import command_to_raw
 from albatross_py.wire.jsonview import policy_to_json, raw_to_json
+from albatross_py.wire.names import Name, path_of_string, path_to_string
 from tests.vectors import VECTORS, load_json, require_vectors
 
 CERT_STEMS = [

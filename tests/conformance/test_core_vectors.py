@@ -6,8 +6,6 @@ from typing import Any
 
 import pytest
 
-from albatross_py.core import names
-from albatross_py.core.names import ROOT, Name, path_of_string
 from albatross_py.core.policy import PolicyError
 from albatross_py.core.resources import (
     DuplicateUnikernelError,
@@ -15,7 +13,9 @@ from albatross_py.core.resources import (
     RunningUnikernel,
 )
 from albatross_py.core.trie import Trie
+from albatross_py.wire import names
 from albatross_py.wire.jsonview import config_of_json, policy_of_json
+from albatross_py.wire.names import ROOT, Name, path_of_string
 from tests.vectors import VECTORS, load_json
 
 # ---------------------------------------------------------------------------

@@ -8,12 +8,12 @@ import json
 import pytest
 from cryptography import x509
 
-from albatross_py.core.names import Name
 from albatross_py.wire import decode_wire, encode_wire, read_state, write_state
 from albatross_py.wire.cert import command_of_certificate
 from albatross_py.wire.codec import encode_cert_extension
 from albatross_py.wire.jsonview import config_to_json, policy_to_json, wire_to_json
 from albatross_py.wire.messages import ConsoleSubscribe, Header, PolicyAdd, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.state import trie_key
 from tests.vectors import VECTORS, load_json, require_vectors
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.console import ConsoleDaemon
 from albatross_py.daemons.events import EventsDaemon, LogFile
 from albatross_py.daemons.supervisor import Supervisor
 from albatross_py.daemons.vmmd import Options, run
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
 from albatross_py.wire.messages import Command, Header, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import UnikernelConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -16,12 +16,12 @@ import pytest
 import trio
 
 from albatross_py.client.cli import main
-from albatross_py.core.names import Name
 from albatross_py.daemons.tls_endpoint import TlsEndpoint, make_server_context
 from albatross_py.transport import socket_path
 from albatross_py.wire import events as ev
 from albatross_py.wire.codec import decode_wire
 from albatross_py.wire.messages import EventsSubscribe, ReplyString, UnikernelCreate
+from albatross_py.wire.names import Name
 from tests.integration.stack import Stack, stack
 
 ROOT = Path(__file__).resolve().parents[2]

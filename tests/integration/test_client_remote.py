@@ -15,8 +15,8 @@ import trio
 
 from albatross_py.client import cli
 from albatross_py.client.cli import main
-from albatross_py.core.names import Name
 from albatross_py.daemons.tls_endpoint import TlsEndpoint, make_server_context
+from albatross_py.wire.names import Name
 from tests.integration.stack import Stack, stack
 
 

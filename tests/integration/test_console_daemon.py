@@ -16,7 +16,6 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.console import ConsoleDaemon, parse_args, run
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
 from albatross_py.wire.messages import (
@@ -32,6 +31,7 @@ from albatross_py.wire.messages import (
     ReplyString,
     Wire,
 )
+from albatross_py.wire.names import Name
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 TIMEOUT = 10

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.events import EventsDaemon, LogFile, parse_args
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
@@ -39,6 +38,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import NetDevice, Policy, UnikernelConfig
 from tests.integration.stack import Stack, stack
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.host import files, process
 from albatross_py.host.files import Layout
 from albatross_py.host.process import ProcessError
 from albatross_py.virt.solo5 import Solo5Backend
 from albatross_py.virt.solo5_elf import make_solo5_elf
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import BlockDevice, Rusage, UnikernelConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures"))

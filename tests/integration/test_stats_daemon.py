@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.metrics import (
     InfluxExporter,
     PrometheusExporter,
@@ -45,6 +44,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDeviceEntry,
     FailBehaviour,

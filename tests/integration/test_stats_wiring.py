@@ -7,7 +7,6 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.stats import StatsDaemon
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
 from albatross_py.wire.messages import (
@@ -19,6 +18,7 @@ from albatross_py.wire.messages import (
     UnikernelDestroy,
     Wire,
 )
+from albatross_py.wire.names import Name
 from tests.integration.stack import stack
 
 

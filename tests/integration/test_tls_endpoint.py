@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from albatross_py.client import certs
-from albatross_py.core.names import Name
 from albatross_py.daemons.tls_endpoint import (
     EXIT_INETD_LOGGING,
     StartupError,
@@ -69,6 +68,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Policy
 from tests.integration.stack import Stack, stack
 from tests.integration.test_event_log import subscribe

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.transport import END, FramedStream, bind_unix, connect_unix, socket_path
 from albatross_py.wire import WireError
 from albatross_py.wire.messages import ConsoleSubscribe, Header, Wire
+from albatross_py.wire.names import Name
 
 
 async def test_roundtrip_chunks_and_messages(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.supervisor import OperationError
 from albatross_py.wire import read_state
 from albatross_py.wire.messages import (
@@ -33,6 +32,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     UnikernelRestart,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import FailBehaviour, Policy, UnikernelArguments
 from tests.integration.stack import Stack, stack
 

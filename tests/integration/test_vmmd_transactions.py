@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons import supervisor as supervisor_module
 from albatross_py.daemons.vmmd import Options, StartupError, start_supervisor
 from albatross_py.virt.solo5_elf import make_solo5_elf
 from albatross_py.wire import State, read_state, write_state
 from albatross_py.wire.messages import Failure, ReplyString, UnikernelCreate, UnikernelInfoQuery
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import UnikernelConfig
 from tests.integration.stack import stack
 

@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from albatross_py.client import certs
-from albatross_py.core.names import Name
 from albatross_py.daemons.stats import StatsDaemon
 from albatross_py.transport import bind_unix, socket_path
 from albatross_py.wire.cert import command_extension
@@ -56,6 +55,7 @@ from albatross_py.wire.messages import (
     UnikernelDestroy,
     UnikernelInfoQuery,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Policy
 from tests.integration.stack import stack
 from tests.integration.test_client_remote import start_endpoint

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from albatross_py.core.names import Name
 from albatross_py.wire import der
 from albatross_py.wire.codec import decode_cert_extension, decode_wire, encode_wire
 from albatross_py.wire.errors import WireError
 from albatross_py.wire.framing import MAX_FRAME_SIZE, FrameReader, frame
 from albatross_py.wire.messages import ConsoleSubscribe, Header, UnikernelInfoQuery, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.state import read_state
 
 GOOD = encode_wire(Wire(Header(name=Name.of_string("foo")), ConsoleSubscribe(count=20)))

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.metrics import HttpInflux, InfluxExporter, PrometheusExporter
 from albatross_py.transport import FramedStream, bind_unix, socket_path
 from albatross_py.wire.messages import DataStatistics, Header, ReplyString, StatsSubscribe, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import IfData, KinfoMem, Rusage, Statistics, Timeval
 
 pytestmark = pytest.mark.slow

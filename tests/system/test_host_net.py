@@ -22,12 +22,12 @@ import trio
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from albatross_py.core.names import Name
 from albatross_py.host import files, net
 from albatross_py.host.files import Layout
 from albatross_py.host.net import NetError
 from albatross_py.virt.solo5 import Solo5Backend, derive_mac, format_mac
 from albatross_py.virt.solo5_elf import make_solo5_elf
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import NetDevice, UnikernelConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures"))

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.exporters import prometheus_text
 from albatross_py.daemons.stats import StatsDaemon, qmp_socket_of
 from albatross_py.host import net
@@ -37,6 +36,7 @@ from albatross_py.wire.messages import (
     UnikernelInfoQuery,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     FailBehaviour,
     NetDevice,

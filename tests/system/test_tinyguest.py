@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.host.files import Layout
 from albatross_py.virt import guest, qmp
 from albatross_py.virt.qemu import (
@@ -29,6 +28,7 @@ from albatross_py.virt.qemu import (
     find_qboot,
     guest_exit_code,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import BlockDevice, Typ, UnikernelConfig
 from tests.system.tinyguest_harness import BOUND, run_vm, system_skip_reason
 

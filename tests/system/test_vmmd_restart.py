@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from albatross_py.core.names import Name
 from albatross_py.host import net
 from albatross_py.wire import read_state
 from albatross_py.wire.messages import ReplyString, UnikernelCreate
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import NetDevice, UnikernelConfig
 from tests.integration.stack import install_standin, write_image
 from tests.sync_client import call

@@ -34,7 +34,6 @@ from albatross_py.client.certs import (
     sign_csr,
     sign_leaf_on_the_fly,
 )
-from albatross_py.core.names import Name
 from albatross_py.core.policy import PolicyError
 from albatross_py.tls.chain import (
     MAX_CHAIN,
@@ -54,6 +53,7 @@ from albatross_py.wire.messages import (
     UnikernelCreate,
     UnikernelDestroy,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Policy, UnikernelConfig
 
 TENANT_POLICY = Policy(

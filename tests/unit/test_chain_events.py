@@ -9,10 +9,10 @@ from cryptography import x509
 
 from albatross_py.client import certs
 from albatross_py.client.certs import generate_ca, make_csr, sign_csr, sign_leaf_on_the_fly
-from albatross_py.core.names import Name
 from albatross_py.tls.chain import ChainError, handle_chain
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import EventsRecord, EventsSubscribe, PolicyAdd
+from albatross_py.wire.names import Name
 from albatross_py.wire.routing import Shape, endpoint
 from albatross_py.wire.types import Policy
 

@@ -13,7 +13,6 @@ from albatross_py.client.cli import main, vmmc_main
 from albatross_py.client.config_args import CliError, parse_block, parse_net
 from albatross_py.client.output import Progress, ocaml_escaped, pp_wire, rfc3339
 from albatross_py.client.remote import parse_destination
-from albatross_py.core.names import Name
 from albatross_py.virt.solo5_elf import make_solo5_elf
 from albatross_py.wire.codec import decode_wire
 from albatross_py.wire.messages import (
@@ -30,6 +29,7 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDevice,
     FailBehaviour,

@@ -19,7 +19,7 @@ from albatross_py.core.console import (
     LineSplitter,
     Ring,
 )
-from albatross_py.core.names import Name
+from albatross_py.wire.names import Name
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from albatross_py.core.names import ROOT, Name, Path, path_of_string
 from albatross_py.core.policy import PolicyError
 from albatross_py.core.resources import (
     BlockState,
@@ -20,6 +19,7 @@ from albatross_py.core.resources import (
     RunningUnikernel,
     Usage,
 )
+from albatross_py.wire.names import ROOT, Name, Path, path_of_string
 from albatross_py.wire.types import BlockDevice, NetDevice, Policy, UnikernelConfig
 
 

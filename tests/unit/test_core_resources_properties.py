@@ -15,7 +15,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from albatross_py.core.names import ROOT, Name, Path, is_prefix
 from albatross_py.core.policy import PolicyError, host_bridges, smaller
 from albatross_py.core.resources import (
     BlockState,
@@ -24,6 +23,7 @@ from albatross_py.core.resources import (
     RunningUnikernel,
     Usage,
 )
+from albatross_py.wire.names import ROOT, Name, Path, is_prefix
 from albatross_py.wire.types import BlockDevice, NetDevice, Policy, UnikernelConfig
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albatross_py.core.names import ROOT, Name
 from albatross_py.core.trie import Trie
+from albatross_py.wire.names import ROOT, Name
 
 
 def n(s: str) -> Name:

@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albatross_py.core import eventlog as el
-from albatross_py.core.names import Name
 from albatross_py.wire import der
 from albatross_py.wire import events as ev
 from albatross_py.wire.codec import decode_wire, encode_wire
 from albatross_py.wire.errors import WireError
 from albatross_py.wire.jsonview import wire_to_json
 from albatross_py.wire.messages import DataEvent, EventsRecord, EventsSubscribe, Header, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Policy
 
 N = Name.of_string

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from albatross_py.core.names import Name
 from albatross_py.daemons.exporters import (
     PolicyUsage,
     escape_label_value,
@@ -13,6 +12,7 @@ from albatross_py.daemons.exporters import (
     policy_usage,
     prometheus_text,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDeviceEntry,
     FailBehaviour,

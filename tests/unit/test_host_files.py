@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albatross_py.core.names import Name
 from albatross_py.host import files
 from albatross_py.host.files import HostFileError, Layout
+from albatross_py.wire.names import Name
 
 MIB = 1 << 20
 

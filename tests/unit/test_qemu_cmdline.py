@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from albatross_py.core.names import Name
 from albatross_py.host.files import Layout
 from albatross_py.virt import qemu
 from albatross_py.virt.qemu import (
@@ -21,6 +20,7 @@ from albatross_py.virt.qemu import (
     guest_exit_code,
 )
 from albatross_py.virt.solo5 import derive_mac
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import BlockDevice, NetDevice, Typ, UnikernelConfig
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")

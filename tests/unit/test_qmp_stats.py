@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import trio
 
-from albatross_py.core.names import Name
 from albatross_py.core.stats import TrackedVm
 from albatross_py.daemons import links
 from albatross_py.daemons import stats as stats_daemon
@@ -30,6 +29,7 @@ from albatross_py.virt.qemu import QemuPrepared
 from albatross_py.virt.qmp import QmpError, StatsResult
 from albatross_py.wire import decode_wire, encode_wire
 from albatross_py.wire.messages import DataStatistics, Header, Wire
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Rusage, Statistics, Timeval, Typ, UnikernelConfig
 from tests.unit.test_qmp import send, serve_once
 

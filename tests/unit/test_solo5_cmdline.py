@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from albatross_py.core.names import Name
 from albatross_py.host.files import Layout
 from albatross_py.virt.base import BackendError
 from albatross_py.virt.solo5 import (
@@ -20,6 +19,7 @@ from albatross_py.virt.solo5 import (
     uncompressed_image,
 )
 from albatross_py.virt.solo5_elf import Abi, make_solo5_elf
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import BlockDevice, BridgeInfo, NetDevice, Typ, UnikernelConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures"))

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from albatross_py.core.names import Name
 from albatross_py.core.stats import StatsTable, TrackedVm, relative_name
 from albatross_py.host import procstats
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import Timeval
 
 N = Name.of_string

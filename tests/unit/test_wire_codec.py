@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from albatross_py.core.names import Name
 from albatross_py.wire import der
 from albatross_py.wire.codec import decode_wire, encode_wire
-from albatross_py.wire.grammar import CONFIG, CONFIG_V3, INFO, PAYLOAD, POLICY
+from albatross_py.wire.grammar import PAYLOAD
 from albatross_py.wire.messages import (
     BlockAdd,
     BlockAddOld,
@@ -30,6 +29,7 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDevice,
     FailBehaviour,
@@ -39,6 +39,7 @@ from albatross_py.wire.types import (
     UnikernelConfig,
     UnikernelInfo,
 )
+from albatross_py.wire.types_grammar import CONFIG, CONFIG_V3, INFO, POLICY
 
 HELLO = Header(name=Name.of_string("hello"))
 HELLO_HDR = "3015020105040800000000000000000c063a68656c6c6f"
@@ -184,7 +185,7 @@ def _config_v3() -> UnikernelConfig:
 @pytest.mark.parametrize(("tag", "force"), [(9, False), (10, True), (16, False), (17, True)])
 def test_old_create_tags_map_to_current_create(tag: int, force: bool) -> None:
     cfg = _config_v3()
-    from albatross_py.wire.grammar import CONFIG_V4
+    from albatross_py.wire.types_grammar import CONFIG_V4
 
     schema = CONFIG_V3 if tag in (9, 10) else CONFIG_V4
     body = der.Explicit(tag, schema).encode(cfg)
@@ -197,8 +198,8 @@ def test_old_create_tags_map_to_current_create(tag: int, force: bool) -> None:
 
 
 def test_old_restart_arguments_decode() -> None:
-    from albatross_py.wire.grammar import ARGUMENTS_V0, ARGUMENTS_V1
     from albatross_py.wire.types import UnikernelArguments
+    from albatross_py.wire.types_grammar import ARGUMENTS_V0, ARGUMENTS_V1
 
     args = UnikernelArguments(memory=48, cpuids=frozenset({1}))
     for n, schema in ((1, ARGUMENTS_V0), (2, ARGUMENTS_V1)):

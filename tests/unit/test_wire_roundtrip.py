@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from albatross_py.core.names import Name
 from albatross_py.wire import der
 from albatross_py.wire.codec import decode_wire, encode_wire
 from albatross_py.wire.messages import (
@@ -35,6 +34,7 @@ from albatross_py.wire.messages import (
     UnikernelRestart,
     Wire,
 )
+from albatross_py.wire.names import Name
 from albatross_py.wire.types import (
     BlockDevice,
     BlockDeviceEntry,
@@ -96,7 +96,7 @@ def _sorted_by_encoding(items: tuple, schema: der.Schema) -> tuple:
 
 @st.composite
 def configs(draw: st.DrawFn) -> UnikernelConfig:
-    from albatross_py.wire.grammar import BLOCK_DEVICE, NET_DEVICE
+    from albatross_py.wire.types_grammar import BLOCK_DEVICE, NET_DEVICE
 
     return UnikernelConfig(
         typ=draw(st.sampled_from(list(Typ))),
@@ -124,7 +124,7 @@ timevals = st.builds(Timeval, i64, st.integers(0, 999_999))
 
 @st.composite
 def infos(draw: st.DrawFn) -> UnikernelInfo:
-    from albatross_py.wire.grammar import _INFO_BLOCK, _INFO_BRIDGE
+    from albatross_py.wire.types_grammar import _INFO_BLOCK, _INFO_BRIDGE
 
     bl = draw(st.lists(st.builds(BlockInfo, text, text, small, small), max_size=2))
     br = draw(

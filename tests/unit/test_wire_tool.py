@@ -38,9 +38,9 @@ def test_decode_error_exit_status() -> None:
 
 
 def test_reencode_lines() -> None:
-    from albatross_py.core.names import Name
     from albatross_py.wire.codec import encode_wire
     from albatross_py.wire.messages import Header, UnikernelCreate, Wire
+    from albatross_py.wire.names import Name
     from albatross_py.wire.types import UnikernelConfig
 
     create = UnikernelConfig(cpuids=frozenset({1, 2}))
