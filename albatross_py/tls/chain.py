@@ -20,6 +20,13 @@ path and contributes ``(path, policy)``; certificates without the extension
 :func:`peer_verified_chain` reads that verified chain off an ``ssl`` object
 after the handshake (no IO); :func:`check_revocation` and :func:`load_crls`
 add CRLs.
+
+OpenSSL's verification does not mean ``cryptography`` can read everything in
+a certificate: an extension that appears twice passes the handshake and then
+raises ``DuplicateExtension`` (not a ``ValueError``) on first access.  Every
+public function here turns whatever ``cryptography`` raises for a
+certificate or CRL (:data:`CERT_ERRORS`) into a :class:`ChainError` with the
+reason, so the client gets a ``Failure`` saying why.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from __future__ import annotations
 import _ssl
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import NameOID
 
 from albatross_py.wire.cert import command_of_certificate
@@ -99,6 +107,29 @@ _LEAF_COMMANDS: tuple[type[Command], ...] = (
 
 class ChainError(ValueError):
     """The client's certificate chain does not yield an acceptable request."""
+
+
+#: What ``cryptography`` raises for a certificate, CRL or key it cannot parse
+#: or use; several are not ``ValueError``.
+CERT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+)
+
+
+@contextmanager
+def _refusing(what: str) -> Iterator[None]:
+    """Turn ``cryptography``'s refusals into a :class:`ChainError` about ``what``."""
+    try:
+        yield
+    except ChainError:
+        raise
+    except CERT_ERRORS as exc:
+        raise ChainError(f"{what}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +239,11 @@ def handle_chain(certs: Sequence[x509.Certificate]) -> ChainRequest:
         raise ChainError("certificate chain too long")
     if not certs:
         raise ChainError("empty chain")
+    with _refusing("unusable certificate"):
+        return _handle_chain(certs)
+
+
+def _handle_chain(certs: Sequence[x509.Certificate]) -> ChainRequest:
     leaf, rest = certs[0], list(reversed(certs[1:]))
     path, policies = _extract_policies(rest)
     cn = _cert_name(leaf)
@@ -232,7 +268,7 @@ def _issuer_of(
             continue
         try:
             cert.verify_directly_issued_by(candidate)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             continue
         return candidate
     return None
@@ -261,7 +297,15 @@ def check_revocation(
     crl_list = list(crls)
     if not crl_list:
         return
-    candidates = [*chain, *anchors]
+    with _refusing("cannot check revocation"):
+        _check_revocation(chain, crl_list, [*chain, *anchors])
+
+
+def _check_revocation(
+    chain: Sequence[x509.Certificate],
+    crl_list: list[x509.CertificateRevocationList],
+    candidates: list[x509.Certificate],
+) -> None:
     for cert in chain:
         issuer = _issuer_of(cert, candidates)
         if issuer is None:
@@ -313,7 +357,7 @@ def load_crls(directory: str | FsPath) -> list[x509.CertificateRevocationList]:
             continue
         try:
             crls.extend(_parse_crls(path.read_bytes()))
-        except (OSError, ValueError) as exc:
+        except (OSError, *CERT_ERRORS) as exc:
             raise ChainError(f"cannot read CRL {path}: {exc}") from exc
     return crls
 
@@ -337,9 +381,10 @@ def peer_verified_chain(tls: ssl.SSLSocket | ssl.SSLObject) -> list[x509.Certifi
     if getter is None:
         raise ChainError("this Python's ssl module cannot report the verified chain")
     chain = getter() or []
-    return [
-        x509.load_der_x509_certificate(
-            c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER)
-        )
-        for c in chain
-    ]
+    with _refusing("unreadable certificate"):
+        return [
+            x509.load_der_x509_certificate(
+                c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER)
+            )
+            for c in chain
+        ]

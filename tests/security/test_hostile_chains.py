@@ -36,12 +36,14 @@ from typing import Any
 import pytest
 import trio
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from albatross_py.client import certs
 from albatross_py.daemons.stats import StatsDaemon
 from albatross_py.transport import bind_unix, socket_path
+from albatross_py.wire import der
 from albatross_py.wire.cert import command_extension
 from albatross_py.wire.messages import (
     Command,
@@ -123,6 +125,73 @@ def make_cert(
             key_usage or certs._END_KEY_USAGE, critical=True
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=True)
     return builder.sign(issuer_key, None), key
+
+
+def _tlvs(content: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The TLVs one after another in ``content``: (tag, content, whole TLV)."""
+    out, pos, view = [], 0, memoryview(content)
+    while pos < len(view):
+        start = pos
+        tag, inner, pos = der.read_tlv(view, pos)
+        out.append((tag, bytes(inner), bytes(view[start:pos])))
+    return out
+
+
+def _sign(key: Key, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def with_extensions(
+    cert: x509.Certificate, issuer_key: Key, edit: Callable[[list[bytes]], list[bytes]]
+) -> x509.Certificate:
+    """``cert`` with its extensions (DER, in order) edited and re-signed by its
+    issuer: what ``cryptography``'s builder refuses to make (an extension
+    twice, general names it cannot parse)."""
+    ((_, body, _),) = _tlvs(cert.public_bytes(serialization.Encoding.DER))
+    tbs, algorithm, _ = _tlvs(body)
+    fields = _tlvs(tbs[1])
+    tag, explicit, _ = fields[-1]
+    assert tag == 0xA3, "extensions are the last field of the TBS certificate"
+    ((_, sequence, _),) = _tlvs(explicit)
+    extensions = edit([whole for _, _, whole in _tlvs(sequence)])
+    new_tbs = der.tlv(
+        0x30,
+        b"".join(whole for _, _, whole in fields[:-1])
+        + der.tlv(0xA3, der.tlv(0x30, b"".join(extensions))),
+    )
+    signature = der.tlv(0x03, b"\x00" + _sign(issuer_key, new_tbs))
+    return x509.load_der_x509_certificate(der.tlv(0x30, new_tbs + algorithm[2] + signature))
+
+
+_ALBATROSS_OID_DER = der.tlv(0x06, bytes.fromhex("2b0601040183852c2a"))  # 1.3.6.1.4.1.49836.42
+#: subjectAltName with an ediPartyName, a GeneralName ``cryptography`` does not support.
+_EDI_PARTY_SAN = der.tlv(
+    0x30,
+    der.tlv(0x06, bytes.fromhex("551d11"))
+    + der.tlv(0x04, der.tlv(0x30, der.tlv(0xA5, der.tlv(0xA1, der.tlv(0x0C, b"abc"))))),
+)
+
+
+def _albatross_extension_twice(env: Env) -> Chain:
+    """Issue 13: the leaf carries the albatross extension twice (DuplicateExtension)."""
+    cert, key = leaf_of(_tenant(env), "vm", UnikernelDestroy())
+
+    def twice(extensions: list[bytes]) -> list[bytes]:
+        ours = [e for e in extensions if _ALBATROSS_OID_DER in e]
+        assert len(ours) == 1
+        return [*extensions, *ours]
+
+    return [with_extensions(cert, env.tenant_key, twice), env.tenant], key
+
+
+def _unsupported_general_name(env: Env) -> Chain:
+    cert, key = leaf_of(_tenant(env), "vm", UnikernelDestroy())
+    return [with_extensions(cert, env.tenant_key, lambda e: [*e, _EDI_PARTY_SAN]), env.tenant], key
 
 
 # -- attempts and state ------------------------------------------------------------
@@ -315,6 +384,10 @@ CASES: dict[str, tuple[Callable[[Env], Chain], str, str]] = {
         REFUSED, "refused: unexpected wire unikernel destroy"),
     "chain-of-10": (lambda e: _chain_of(e, 7), REFUSED, "refused: certificate chain too long"),
     "revoked-intermediate": (_revoked_sub, REFUSED, "is revoked"),
+    "leaf-albatross-extension-twice": (_albatross_extension_twice, REFUSED,
+                                       "albatross extension 1.3.6.1.4.1.49836.42 appears more"),
+    "leaf-unsupported-general-name": (_unsupported_general_name, REFUSED,
+                                      "x400Address/EDIPartyName are not supported"),
 }  # fmt: skip
 
 
@@ -342,6 +415,8 @@ async def test_hostile_chain_is_refused_without_state_change(
             assert isinstance(reply, Failure) and reason in reply.message, reply
         if where == HANDSHAKE or "refused:" in reason:  # nobody was logged in
             assert "login " not in endpoint_log, endpoint_log
+        # a refusal, never an unexpected error with a traceback
+        assert not [r for r in caplog.records if r.exc_info], endpoint_log
         assert await snapshot(env) == before
 
 
