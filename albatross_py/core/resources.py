@@ -15,6 +15,13 @@ Refusals raise :class:`~albatross_py.core.policy.PolicyError` (a limit of a
 policy) or its subclass :class:`ResourceError` (unknown names, a block device
 in use, a name already running...); messages are albatross's where it has one,
 prefixed with the path whose policy refused.
+
+Given the host's :class:`~albatross_py.core.bounds.HostCapacity` (albatrossd
+does; the conformance vectors do not), the map also refuses what the host
+cannot hold, whatever the policies say (:mod:`albatross_py.core.bounds`):
+values no VM has, more memory or other CPU ids than the host has, a block
+device over ``--max-block-size`` or the free space the caller measured, and
+a root policy larger than the host.
 """
 
 # DELIBERATE DIFFERENCE FROM ALBATROSS 2.7.2 (spec sections 5.2, 5.3 and 11).
@@ -58,6 +65,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from albatross_py.core import bounds
+from albatross_py.core.bounds import HostCapacity
 from albatross_py.core.policy import PolicyError, block_fits, host_bridges, is_smaller
 from albatross_py.core.trie import Trie
 from albatross_py.wire.names import ROOT, Name, NameError_, Path, label_of_string, path_to_string
@@ -296,8 +305,10 @@ class Resources(Generic[R]):
     that are not managed (not checked, not accounted).
     """
 
-    def __init__(self, dev_zvol: Path | None = None) -> None:
+    def __init__(self, dev_zvol: Path | None = None, host: HostCapacity | None = None) -> None:
         self.dev_zvol = dev_zvol
+        #: What the host has; None checks policies only (as albatross).
+        self.host = host
         self._policies: Trie[Policy] = Trie()
         self._blocks: Trie[BlockState] = Trie()
         self._unikernels: Trie[R] = Trie()
@@ -398,6 +409,8 @@ class Resources(Generic[R]):
         old = self.find_policy(path)
         if old == p:
             return PolicyChange.UNCHANGED
+        if path == ROOT and self.host is not None:
+            bounds.check_root_policy(p, self.host)
         walked = self._walk(path)
         # 1. every ancestor's policy, the root's included, must bound p
         for apath, anode in walked[: len(path)]:
@@ -487,14 +500,20 @@ class Resources(Generic[R]):
         return old
 
     # -- block devices ------------------------------------------------------------
-    def check_block(self, name: Name, size: int) -> None:
-        """Whether a block device ``name`` of ``size`` MB may be added."""
+    def check_block(self, name: Name, size: int, *, free: int | None = None) -> None:
+        """Whether a block device ``name`` of ``size`` MB may be added.
+
+        A new device (``free``: the MB free in the block directory now) is
+        also checked against the host; devices found on disk are not."""
         if name.label is None:
             raise ResourceError(f"block device name {str(name)!r} has no label")
         if size < 0:
             raise ResourceError(f"block device size {size} MB is negative")
         if self._blocks.find(name) is not None:
             raise ResourceError(f"block device with name {name} already exists")
+        if free is not None and self.host is not None:
+            used = self._root.block_active + self._root.block_inactive
+            bounds.check_block_on_host(size, self.host, used, free)
         for apath, node in reversed(self._walk(name.path)):
             p = node.policy
             if p is None:
@@ -590,6 +609,8 @@ class Resources(Generic[R]):
     def _check(self, name: Name, config: UnikernelConfig, old: UnikernelConfig | None) -> None:
         minus_count = 0 if old is None else 1
         minus_memory = 0 if old is None else old.memory
+        if self.host is not None:
+            bounds.check_config_on_host(config, self.host, self._root.memory - minus_memory)
         bridges = host_bridges(config)
         # every policy from the unikernel's own path up to the root bounds its subtree
         for apath, node in reversed(self._walk(name.path)):

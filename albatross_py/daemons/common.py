@@ -3,7 +3,9 @@
 albatross-console, albatross-stats and albatross-log share their outer
 shape: log to stdout as ``<program>: [LEVEL] message`` (or to syslog), take
 their listening socket from systemd or bind ``<tmpdir>/util/<name>.sock``,
-drop root once the socket exists, and serve until SIGTERM or SIGINT.  Their
+drop root once the socket exists, serve every connection under the
+connection guard (:mod:`albatross_py.transport.guard`: its flags are in
+:func:`daemon_parser`), and serve until SIGTERM or SIGINT.  Their
 subscribers share one shape too: a bounded queue drained by a writer task,
 so a slow reader never blocks the producer or the other subscribers.
 """
@@ -11,7 +13,6 @@ so a slow reader never blocks the producer or the other subscribers.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import logging.handlers
 import os
@@ -24,14 +25,10 @@ from typing import Any
 import trio
 
 from albatross_py.defaults import DEFAULT_TMPDIR
-from albatross_py.transport import bind_unix, socket_path, systemd_listener
+from albatross_py.transport import bind_unix, guard, socket_path, systemd_listener
 from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatross")
-
-
-#: accept() errors that pass (out of file descriptors or memory): retry, do not die.
-TRANSIENT_ACCEPT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 def daemon_parser(
@@ -48,25 +45,8 @@ def daemon_parser(
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
     parser.add_argument("--user", default="albatross", help="user to drop root to")
+    guard.add_limit_options(parser)
     return parser
-
-
-async def accept_forever(
-    listener: trio.SocketListener,
-    nursery: trio.Nursery,
-    handler: Callable[[trio.SocketStream], Awaitable[None]],
-) -> None:
-    """Start ``handler`` in ``nursery`` for every connection, until cancelled."""
-    while True:
-        try:
-            stream = await listener.accept()
-        except OSError as exc:
-            if exc.errno not in TRANSIENT_ACCEPT:
-                raise
-            log.error("accept failed (%s), retrying", exc)
-            await trio.sleep(0.1)
-            continue
-        nursery.start_soon(handler, stream)
 
 
 def setup_logging(

@@ -4,7 +4,9 @@ The story of a connection to ``<tmpdir>/util/console.sock``:
 
 * ``Console_add n`` (albatrossd, on one persistent connection): open
   ``<tmpdir>/fifo/<name>`` non-blocking, start a reader task, reply
-  ``Success empty`` (or ``Failure "opening"``), and read the next command;
+  ``Success empty`` (or ``Failure "opening"``), and read the next command
+  (which may come much later: that connection may be quiet for as long as
+  no VM is created);
 * ``Console_subscribe``: reply, send the history, then live lines until the
   client sends anything or goes away;
 * ``Console_list_inactive``: reply and close.
@@ -16,8 +18,8 @@ version, sequence 0, name}.  All decisions live in
 A slow subscriber never holds anyone up: the FIFO reader hands each line to
 a bounded per-subscriber queue without waiting, a writer task per subscriber
 drains it, and a subscriber whose queue is full is closed.  One nursery (in
-:meth:`ConsoleDaemon.serve`) owns the accept loop, every connection and every
-FIFO reader.
+:meth:`ConsoleDaemon.serve`) owns the connection guard's accept loop (with
+its connection cap and request timeout) and every FIFO reader.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from albatross_py.core.console import (
 )
 from albatross_py.daemons.common import (
     Subscriber,
-    accept_forever,
     daemon_parser,
     drop_root,
     listen,
@@ -52,7 +53,7 @@ from albatross_py.daemons.common import (
     setup_logging,
 )
 from albatross_py.host.limits import raise_nofile_limit
-from albatross_py.transport import FramedStream
+from albatross_py.transport import Expect, FramedStream, guard
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire.codec import encode_header, encode_timestamp, frame_console_line
 from albatross_py.wire.messages import (
@@ -88,9 +89,6 @@ SUBSCRIBER_QUEUE = 1024
 #: Longest a single write to a client may take before we give up on it.
 WRITE_TIMEOUT = 60.0
 
-#: accept() errors that mean "out of resources for now", not "listener broken"
-#: (the same list as trio.serve_listeners).
-
 
 class _TaskStatus(Protocol):
     """``nursery.start``'s task status (``trio.TaskStatus`` is public only from trio 0.23)."""
@@ -112,8 +110,10 @@ class ConsoleDaemon:
         max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
         queue_size: int = SUBSCRIBER_QUEUE,
         clock: Callable[[], datetime] = _now,
+        limits: guard.Limits | None = None,
     ) -> None:
         self.fifo_dir = Path(tmpdir) / "fifo"
+        self.limits = limits or guard.Limits()
         self.state: ConsoleState[Subscriber] = ConsoleState(max_subscribers)
         self.queue_size = queue_size
         self._clock = clock
@@ -128,27 +128,31 @@ class ConsoleDaemon:
         task_status: _TaskStatus = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections until cancelled; closes ``listener`` at the end."""
-        async with listener, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await accept_forever(listener, nursery, self._connection)
+            await guard.serve(
+                [listener], self._connection, service="console.sock", limits=self.limits
+            )
 
-    async def _connection(self, stream: trio.abc.Stream) -> None:
-        conn = FramedStream(stream, max_frame=MAX_COMMAND_FRAME)
+    async def _connection(self, connection: guard.Connection) -> None:
+        conn = connection.framed(max_frame=MAX_COMMAND_FRAME)
+        # The first request must come at once; after a Console_add the
+        # connection is albatrossd's link, quiet until the next VM starts.
+        expect = Expect.REQUEST
         try:
             while True:
                 try:
-                    wire = await conn.read_wire()
+                    wire = await conn.read_wire(expect)
                 except WireError as exc:
                     log.warning("bad input: %s", exc)
                     await self._send(conn, Wire(Header(), Failure(str(exc))))
                     return
                 if wire is None or not await self._dispatch(conn, wire):
                     return
+                expect = Expect.QUIET
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("connection lost: %s", exc)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def _dispatch(self, conn: FramedStream, wire: Wire) -> bool:
         """Handle one request; True to read another one on this connection."""
@@ -341,7 +345,7 @@ class ConsoleDaemon:
         client would lose the end of its stream.
         """
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, WireError):
-            await conn.read_chunk()
+            await conn.read_chunk(Expect.QUIET)
 
 
 # -- the executable ---------------------------------------------------------------------
@@ -374,13 +378,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(tmpdir: str, max_subscribers: int, systemd: bool, user: str | None = None) -> int:
+async def run(
+    tmpdir: str,
+    max_subscribers: int,
+    systemd: bool,
+    user: str | None = None,
+    limits: guard.Limits | None = None,
+) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     listener = listen("console", tmpdir, systemd)
     if listener is None:
         return 1
     drop_root(user)
-    daemon = ConsoleDaemon(tmpdir, max_subscribers=max_subscribers)
+    daemon = ConsoleDaemon(tmpdir, max_subscribers=max_subscribers, limits=limits)
     await serve_until_signalled(daemon.serve, listener)
     return 0
 
@@ -390,7 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("albatross-console", args.verbose, args.quiet)
     raise_nofile_limit()  # one FIFO per VM
     return trio.run(
-        run, args.tmpdir, args.max_subscribers, args.systemd_socket_activation, args.user
+        run,
+        args.tmpdir,
+        args.max_subscribers,
+        args.systemd_socket_activation,
+        args.user,
+        guard.limits_from_args(args),
     )
 
 

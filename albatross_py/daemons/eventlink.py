@@ -92,10 +92,18 @@ class EventLink(EventSink):
 
     # -- the delivery task -------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, deliver, reconnect; runs until cancelled."""
+        """Connect, deliver, reconnect; runs until cancelled.
+
+        The connection is made when there is an event to send: albatross-log
+        drops a connection whose first record does not come within its
+        request timeout (a producer is then allowed to be quiet for as long as
+        it likes), and the TLS endpoint may see no login for hours.
+        """
         pending: tuple[float, ev.Event] | None = None
         reported_down = False
         while True:
+            if pending is None:
+                pending = await self._receive.receive()
             try:
                 stream = await connect_unix(self.path)
             except OSError as exc:

@@ -12,7 +12,9 @@ stream them to subscribers.  The story of a connection to
   event is stamped on arrival, written to the file, kept in the ring and
   queued for every matching subscriber.  Not replying means a producer never
   waits for us: it only writes.  A frame that does not decode gets a
-  ``Failure`` and the connection is closed.
+  ``Failure`` and the connection is closed.  The first record must come
+  within the request timeout (the connection guard's); after it a producer
+  may be quiet for as long as nothing happens.
 * ``EventsSubscribe (since|count)`` at a name or path: ``Success (String
   "subscribed")``, the history (``Data event``, header {subscriber's
   version, sequence 0, name relative to the subscriber's path}), then live
@@ -45,14 +47,13 @@ import trio
 from albatross_py.core.eventlog import RING_SIZE, EventLog, line, relative_event, relative_name
 from albatross_py.daemons.common import (
     Subscriber,
-    accept_forever,
     daemon_parser,
     drop_root,
     listen,
     serve_until_signalled,
     setup_logging,
 )
-from albatross_py.transport import FramedStream
+from albatross_py.transport import Expect, FramedStream, guard
 from albatross_py.wire import WireError, encode_wire, frame
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
@@ -77,8 +78,6 @@ SUBSCRIBER_QUEUE = 1024
 
 #: Longest a single write to a subscriber may take before we give up on it.
 WRITE_TIMEOUT = 60.0
-
-#: accept() errors that mean "out of resources for now" (as trio.serve_listeners).
 
 SUBSCRIBED = "subscribed"
 
@@ -157,8 +156,10 @@ class EventsDaemon:
         queue_size: int = SUBSCRIBER_QUEUE,
         clock: Callable[[], datetime] = _now,
         program: str = "albatross-log",
+        limits: guard.Limits | None = None,
     ) -> None:
         self.logfile = logfile
+        self.limits = limits or guard.Limits()
         self.state: EventLog[Subscriber] = EventLog(ring_size)
         self.queue_size = queue_size
         self.program = program
@@ -187,16 +188,23 @@ class EventsDaemon:
     ) -> None:
         """Record our startup, then accept connections until cancelled."""
         self.record(ev.Startup(self.program))
-        async with listener, trio.open_nursery() as nursery:
-            task_status.started()
-            await accept_forever(listener, nursery, self._connection)
+        await guard.serve(
+            [listener],
+            self._connection,
+            service="log.sock",
+            limits=self.limits,
+            task_status=task_status,
+        )
 
-    async def _connection(self, stream: trio.abc.Stream) -> None:
-        conn = FramedStream(stream, max_frame=MAX_FRAME)
+    async def _connection(self, connection: guard.Connection) -> None:
+        conn = connection.framed(max_frame=MAX_FRAME)
+        # The first message must come at once; a producer then sends records
+        # whenever something happens, and may be quiet for hours in between.
+        expect = Expect.REQUEST
         try:
             while True:
                 try:
-                    wire = await conn.read_wire()
+                    wire = await conn.read_wire(expect)
                 except WireError as exc:
                     log.warning("bad input: %s", exc)
                     await self._send(conn, Wire(Header(), Failure(str(exc))))
@@ -206,6 +214,7 @@ class EventsDaemon:
                 match wire.payload:
                     case EventsRecord(event):
                         self.record(event)
+                        expect = Expect.QUIET
                     case EventsSubscribe() as cmd:
                         await self._subscribe(conn, wire.header, cmd)
                         return
@@ -217,8 +226,6 @@ class EventsDaemon:
                         return
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("connection lost: %s", exc)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def _send(self, conn: FramedStream, *wires: Wire) -> bool:
         """Write wires in one go; False when the peer is gone or too slow to take them."""
@@ -278,7 +285,7 @@ class EventsDaemon:
 async def _until_client_speaks(conn: FramedStream) -> None:
     """A subscription lasts until the client sends anything (a whole frame) or goes away."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, WireError):
-        await conn.read_chunk()
+        await conn.read_chunk(Expect.QUIET)
 
 
 # -- the executable ---------------------------------------------------------------------
@@ -298,7 +305,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(tmpdir: str, logfile: str, systemd: bool, user: str | None = None) -> int:
+async def run(
+    tmpdir: str,
+    logfile: str,
+    systemd: bool,
+    user: str | None = None,
+    limits: guard.Limits | None = None,
+) -> int:
     """Serve until SIGTERM or SIGINT, reopening the file on SIGHUP; the exit status."""
     listener = listen("log", tmpdir, systemd)
     if listener is None:
@@ -310,7 +323,7 @@ async def run(tmpdir: str, logfile: str, systemd: bool, user: str | None = None)
         log.error("cannot open the event log %s: %s", logfile, exc)
         return 1
     drop_root(user)
-    daemon = EventsDaemon(file)
+    daemon = EventsDaemon(file, limits=limits)
     try:
         await serve_until_signalled(daemon.serve, listener, on_hup=daemon.reopen)
     finally:
@@ -321,7 +334,14 @@ async def run(tmpdir: str, logfile: str, systemd: bool, user: str | None = None)
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging("albatross-log", args.verbose, args.quiet)
-    return trio.run(run, args.tmpdir, args.logfile, args.systemd_socket_activation, args.user)
+    return trio.run(
+        run,
+        args.tmpdir,
+        args.logfile,
+        args.systemd_socket_activation,
+        args.user,
+        guard.limits_from_args(args),
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ queue in a bounded buffer; what cannot be delivered while the sink is down
 is dropped, never piled up.
 
 **albatross-prometheus** serves ``GET /metrics`` on ``--listen HOST:PORT``
-with a minimal HTTP/1.1 server on trio (one request per connection).  VM
+with a minimal HTTP/1.1 server on trio (one request per connection), under
+the connection guard (:mod:`albatross_py.transport.guard`): a request head
+must arrive within ``--request-timeout`` (408 otherwise), an unexpected error
+is a 500, and beyond ``--max-connections`` a 503.  VM
 metrics come from a stats subscription at ``:`` (a VM is shown while its
 statistics are younger than ``--stale`` seconds); policy limits and usage are
 asked from albatrossd on every scrape: ``Policy info``, ``Unikernel info``
@@ -32,6 +35,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -49,7 +53,7 @@ from albatross_py.daemons.exporters import (
 )
 from albatross_py.daemons.privdrop import DEFAULT_USER, drop_privileges
 from albatross_py.defaults import DEFAULT_TMPDIR
-from albatross_py.transport import FramedStream, connect_unix, socket_path
+from albatross_py.transport import FramedStream, connect_unix, guard, socket_path
 from albatross_py.wire import WireError
 from albatross_py.wire.messages import (
     BlockInfoQuery,
@@ -94,7 +98,8 @@ DEFAULT_STALE = 60.0
 
 DEFAULT_LISTEN = "127.0.0.1:9435"
 
-#: Request head limit and read timeout of the tiny HTTP server.
+#: Request head limit and the default read timeout of the tiny HTTP server
+#: (``--request-timeout``; Prometheus sends its scrape at once).
 MAX_REQUEST_HEAD = 8192
 REQUEST_TIMEOUT = 10.0
 
@@ -350,8 +355,10 @@ class PrometheusExporter:
         *,
         stale_after: float = DEFAULT_STALE,
         page_size: int | None = None,
+        limits: guard.Limits | None = None,
     ) -> None:
         self.tmpdir = Path(tmpdir)
+        self.limits = limits or guard.Limits(request_timeout=REQUEST_TIMEOUT)
         self.stale_after = stale_after
         self.page_size = page_size or os.sysconf("SC_PAGE_SIZE")
         self.latest: dict[Name, tuple[float, Statistics]] = {}
@@ -417,22 +424,29 @@ class PrometheusExporter:
         return prometheus_text(self.current(), pols or [], page_size=self.page_size, extra=extra)
 
     # -- the HTTP side -------------------------------------------------------------------
-    async def handle_http(self, stream: trio.abc.Stream) -> None:
+    async def handle_http(self, conn: guard.Connection) -> None:
+        stream = conn.stream
+        timeout = conn.limits.request_timeout
         try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
+            head: bytes | None = None
+            with trio.move_on_after(timeout):
                 head = await _read_head(stream)
                 if head is None:
                     return
+            if head is None:
+                response = guard.HttpReplies.response(
+                    "408 Request Timeout", f"no complete request within {timeout:g} s"
+                )
+            else:
                 status, ctype, body, is_head = await self._respond(head)
                 response = (
                     f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                ).encode("latin-1")
-                await stream.send_all(response + (b"" if is_head else body))
+                ).encode("latin-1") + (b"" if is_head else body)
+            with trio.move_on_after(timeout):
+                await stream.send_all(response)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("HTTP connection: %s", exc)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def _respond(self, head: bytes) -> tuple[str, str, bytes, bool]:
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -462,7 +476,16 @@ class PrometheusExporter:
                     self.tmpdir, Name(), self.on_data, on_state=self._set_stats_up
                 )
             )
-            await nursery.start(trio.serve_listeners, self.handle_http, listeners)
+            await nursery.start(
+                partial(
+                    guard.serve,
+                    listeners,
+                    self.handle_http,
+                    service="albatross-prometheus",
+                    limits=self.limits,
+                    replies=guard.HTTP,
+                )
+            )
             task_status.started()
 
 
@@ -549,6 +572,7 @@ def parse_prometheus_args(argv: Sequence[str] | None = None) -> argparse.Namespa
         metavar="SECONDS",
         help="forget a VM whose statistics are older (default %(default)s)",
     )
+    guard.add_limit_options(parser, request_timeout=REQUEST_TIMEOUT, what="an HTTP request head")
     return parser.parse_args(argv)
 
 
@@ -560,7 +584,9 @@ def prometheus_main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"albatross-prometheus: {exc}", file=sys.stderr)
         return 2
-    exporter = PrometheusExporter(args.tmpdir, stale_after=args.stale)
+    exporter = PrometheusExporter(
+        args.tmpdir, stale_after=args.stale, limits=guard.limits_from_args(args)
+    )
 
     async def run() -> int:
         try:

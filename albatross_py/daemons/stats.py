@@ -63,7 +63,6 @@ import trio
 from albatross_py.core.stats import StatsTable, TrackedVm
 from albatross_py.daemons.common import (
     Subscriber,
-    accept_forever,
     daemon_parser,
     drop_root,
     listen,
@@ -72,8 +71,10 @@ from albatross_py.daemons.common import (
 )
 from albatross_py.host import net, procstats
 from albatross_py.transport import (
+    Expect,
     FramedStream,
     connect_unix,
+    guard,
     socket_path,
 )
 from albatross_py.virt.qmp import QmpError, StatsResult, open_qmp
@@ -248,8 +249,10 @@ class StatsDaemon:
         ),
         query_vmm: Callable[[str, float], Awaitable[VmmPairs]] = query_kvm_counters,
         vmm_timeout: float | None = None,
+        limits: guard.Limits | None = None,
     ) -> None:
         self.tmpdir = Path(tmpdir)
+        self.limits = limits or guard.Limits()
         self.interval = interval
         self.queue_size = queue_size
         self.table: StatsTable[Subscriber] = StatsTable()
@@ -370,6 +373,8 @@ class StatsDaemon:
     def handle_add(self, name: Name, cmd: StatsAdd) -> Failure | ReplyString:
         if name.is_path:
             return Failure("path used instead of name")
+        if cmd.pid < 1:
+            return Failure(f"invalid pid {cmd.pid}")
         vm = TrackedVm(name, cmd.pid, cmd.vmmdev, self._resolve(cmd.network))
         old = self.table.add(vm)
         if old is not None:
@@ -453,12 +458,16 @@ class StatsDaemon:
         task_status: _TaskStatus = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections until cancelled; closes ``listener`` at the end."""
-        async with listener, trio.open_nursery() as nursery:
-            task_status.started()
-            await accept_forever(listener, nursery, self._connection)
+        await guard.serve(
+            [listener],
+            self._connection,
+            service="stat.sock",
+            limits=self.limits,
+            task_status=task_status,
+        )
 
-    async def _connection(self, stream: trio.abc.Stream) -> None:
-        conn = FramedStream(stream, max_frame=MAX_COMMAND_FRAME)
+    async def _connection(self, connection: guard.Connection) -> None:
+        conn = connection.framed(max_frame=MAX_COMMAND_FRAME)
         try:
             while True:
                 try:
@@ -485,8 +494,6 @@ class StatsDaemon:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("connection lost: %s", exc)
-        finally:
-            await trio.aclose_forcefully(stream)
 
     async def _send(self, conn: FramedStream, *wires: Wire) -> bool:
         """Write wires in one go; False when the peer is gone or too slow."""
@@ -516,7 +523,7 @@ class StatsDaemon:
                     with contextlib.suppress(
                         trio.BrokenResourceError, trio.ClosedResourceError, WireError
                     ):
-                        await conn.read_chunk()
+                        await conn.read_chunk(Expect.QUIET)  # a subscriber is quiet
                     nursery.cancel_scope.cancel()
         finally:
             self.table.unsubscribe(header.name, sub)
@@ -569,13 +576,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(tmpdir: str, interval: float, systemd: bool, user: str | None = None) -> int:
+async def run(
+    tmpdir: str,
+    interval: float,
+    systemd: bool,
+    user: str | None = None,
+    limits: guard.Limits | None = None,
+) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     listener = listen("stats", tmpdir, systemd)
     if listener is None:
         return 1
     drop_root(user)
-    daemon = StatsDaemon(tmpdir, interval=interval)
+    daemon = StatsDaemon(tmpdir, interval=interval, limits=limits)
     await serve_until_signalled(daemon.run, listener)
     return 0
 
@@ -583,7 +596,14 @@ async def run(tmpdir: str, interval: float, systemd: bool, user: str | None = No
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging("albatross-stats", args.verbose, args.quiet)
-    return trio.run(run, args.tmpdir, args.interval, args.systemd_socket_activation, args.user)
+    return trio.run(
+        run,
+        args.tmpdir,
+        args.interval,
+        args.systemd_socket_activation,
+        args.user,
+        guard.limits_from_args(args),
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from albatross_py.core.resources import Resources
 from albatross_py.core.restart import ExitStatus, after_exit
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink, stats_vmmdev
 from albatross_py.daemons.runtime import RuntimeRecord
-from albatross_py.host import files, net
+from albatross_py.host import discover, files, net
 from albatross_py.host.process import ProcessError, VmProcess
 from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared
 from albatross_py.wire import State, write_state
@@ -548,21 +548,50 @@ class Supervisor:
             if self.resources.find_block(name) is not None:
                 raise OperationError("block device with same name already exists")
             try:
-                self.resources.check_block(name, size)
+                free = await trio.to_thread.run_sync(discover.free_space_mb, self.layout.block_dir)
+                self.resources.check_block(name, size, free=free)
             except PolicyError as exc:
                 raise OperationError(str(exc)) from None
-            try:
-                await trio.to_thread.run_sync(files.create_block, self.layout, name, size)
-                if data:
-                    await files.set_block(self.layout, name, _one(data), size_mb=size,
-                                          compressed=compressed)  # fmt: skip
-            except (OSError, files.HostFileError) as exc:
-                files.destroy_block(self.layout, name)
-                raise OperationError(str(exc)) from None
+            except OSError as exc:
+                raise OperationError(f"cannot measure the block directory: {exc}") from None
+            await self._create_block_file(name, size, data, compressed)
             self.resources.add_block(name, size)
             self.dump()
             self.events.emit(ev.BlockChanged(name, size))
             return "added block device"
+
+    async def _create_block_file(
+        self, name: Name, size: int, data: bytes | None, compressed: bool
+    ) -> None:
+        """Create the device's file (filled with ``data``), or leave nothing.
+
+        create_block makes nothing when it fails, so only a failed fill has a
+        file to remove; if that removal fails too, it is logged and named in
+        the error, which still leads with the first failure.
+        """
+        try:
+            await trio.to_thread.run_sync(files.create_block, self.layout, name, size)
+        except (OSError, files.HostFileError) as exc:
+            raise OperationError(f"could not create block device: {exc}") from None
+        if not data:
+            return
+        try:
+            await files.set_block(self.layout, name, _one(data), size_mb=size,
+                                  compressed=compressed)  # fmt: skip
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(files.destroy_block, self.layout, name)
+                except (OSError, files.HostFileError) as undo_exc:
+                    log.error("removing block device %s after a failed fill: %s", name, undo_exc)
+                    if isinstance(exc, OSError | files.HostFileError):
+                        raise OperationError(
+                            f"could not fill block device: {exc}; removing it failed too:"
+                            f" {undo_exc}"
+                        ) from None
+            if isinstance(exc, OSError | files.HostFileError):
+                raise OperationError(f"could not fill block device: {exc}") from None
+            raise
 
     async def remove_block(self, name: Name) -> str:
         name = self._block_name(name)
@@ -573,7 +602,10 @@ class Supervisor:
             if state.active:
                 raise OperationError("remove block: is in use")
             self.resources.remove_block(name)
-            files.destroy_block(self.layout, name)
+            try:
+                files.destroy_block(self.layout, name)
+            except (OSError, files.HostFileError) as exc:  # gone already: forgotten all the same
+                log.warning("removing the file of block device %s: %s", name, exc)
             self.dump()
             self.events.emit(ev.BlockChanged(name, None))
             return "removed block"

@@ -43,6 +43,12 @@ spec lists:
   ``Failure`` if it sends one, or ``Failure`` naming what broke.  A client
   that goes away ends the subscription: the daemon connection is closed.
 * Revocation via CRLs in ``<dbdir>/crl`` (spec 4.6: albatross has none).
+* Every connection runs under the connection guard
+  (:mod:`albatross_py.transport.guard`): an unexpected error is logged with
+  its traceback and answered with a ``Failure`` (once the handshake is
+  done), at most ``--max-connections`` are served at once (more are closed
+  at once), and the handshake, which carries the request, must be done
+  within ``--request-timeout`` (default :data:`HANDSHAKE_TIMEOUT`).
 * TLS session tickets are off (``OP_NO_TICKET`` and ``num_tickets = 0``: in
   TLS 1.3 OpenSSL would otherwise still issue stateful tickets), and
   ``TCP_NODELAY`` is set (HOST-FACTS: without it a command stalls ~45 ms).
@@ -68,6 +74,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -90,7 +97,15 @@ from albatross_py.tls.chain import (
     load_crls,
     peer_verified_chain,
 )
-from albatross_py.transport import END, FramedStream, connect_unix, socket_path, systemd_listener
+from albatross_py.transport import (
+    END,
+    Expect,
+    FramedStream,
+    connect_unix,
+    guard,
+    socket_path,
+    systemd_listener,
+)
 from albatross_py.wire import MAX_FRAME_SIZE, WireError
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
@@ -125,8 +140,12 @@ DEFAULT_USER = "albatross"
 #: The image then travels inline in one frame to albatrossd, whose frame limit
 #: is MAX_FRAME_SIZE; one MiB is left for the rest of the create command.
 MAX_IMAGE_SIZE = MAX_FRAME_SIZE - 1024 * 1024
-#: A client must finish the handshake within this time (slowloris bound).
+#: A client must finish the handshake within this time (slowloris bound): the
+#: default of the endpoint's ``--request-timeout``, since the certificate is
+#: the request.
 HANDSHAKE_TIMEOUT = 30.0
+#: What the guard calls this listener in log lines.
+SERVICE = "albatross-tls-endpoint"
 #: Longest silence while a client streams an image or block data.
 CLIENT_IDLE_TIMEOUT = 120.0
 #: How long closing a connection may take (close_notify to a stuck client).
@@ -197,21 +216,6 @@ def _nodelay(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
 
 
-def _peer(stream: trio.SocketStream) -> str:
-    try:
-        addr = stream.socket.getpeername()
-    except OSError:
-        return "unknown peer"
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = str(addr[0])
-        with contextlib.suppress(ValueError):  # a dual-stack socket's ::ffff:a.b.c.d
-            mapped = getattr(ipaddress.ip_address(host), "ipv4_mapped", None)
-            if mapped is not None:
-                host = str(mapped)
-        return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
-    return str(addr) or "unix peer"
-
-
 def tcp_listen_socket(ip: str = DEFAULT_IP, port: int = DEFAULT_PORT) -> socket.socket:
     """A listening TCP socket; ``::`` is dual stack (IPV6_V6ONLY off, as albatross).
 
@@ -267,8 +271,10 @@ class TlsEndpoint:
         dbdir: str | Path,
         *,
         events: EventLink | None = None,
+        limits: guard.Limits | None = None,
     ) -> None:
         self.context = context
+        self.limits = limits or guard.Limits(request_timeout=HANDSHAKE_TIMEOUT)
         self.tmpdir = Path(tmpdir)
         self.dbdir = Path(dbdir)
         #: Login and logout events go to albatross-log through this link; its
@@ -321,7 +327,16 @@ class TlsEndpoint:
         """Accept connections on ``listener`` until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.events.run)
-            await nursery.start(trio.serve_listeners, self.handle_tcp, [listener])
+            await nursery.start(
+                partial(
+                    guard.serve,
+                    [listener],
+                    self.handle_tcp,
+                    service=SERVICE,
+                    limits=self.limits,
+                    replies=guard.WIRE_OVER_TLS,
+                )
+            )
             task_status.started()
 
     async def serve_inetd(self, fd: int = 0) -> int:
@@ -333,33 +348,38 @@ class TlsEndpoint:
             return 1
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.events.run)
-            await self.handle_tcp(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+            await guard.guard_connection(
+                trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
+                self.handle_tcp,
+                service=SERVICE,
+                limits=self.limits,
+                replies=guard.WIRE_OVER_TLS,
+            )
             await self.flush_events()  # the logout must not die with us
             nursery.cancel_scope.cancel()
         return 0
 
-    async def handle_tcp(self, tcp: trio.SocketStream) -> None:
-        """One client connection, from handshake to close."""
-        addr = _peer(tcp)
+    async def handle_tcp(self, conn: guard.Connection) -> None:
+        """One client connection, from handshake to close (the guard closes TCP)."""
+        tcp = conn.stream
+        assert isinstance(tcp, trio.SocketStream)
         _nodelay(tcp)
         tls = trio.SSLStream(tcp, self.context, server_side=True)
         self.active += 1
         try:
-            await self._connection(tls, addr)
-        except Exception:
-            # One connection's surprise must never end the accept loop.
-            log.exception("%s: unexpected error, closing the connection", addr)
+            await self._connection(conn, tls, conn.peer)
         finally:
             self.active -= 1
-            with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-                scope.shield = True
-                with contextlib.suppress(*_BROKEN, OSError):
-                    await tls.aclose()
-            await trio.aclose_forcefully(tcp)
+        # Only after a normal end: after an error the guard still writes its
+        # Failure to the TLS stream, then closes the connection.
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            with contextlib.suppress(*_BROKEN, OSError):
+                await tls.aclose()
 
-    async def _connection(self, tls: trio.SSLStream, addr: str) -> None:
+    async def _connection(self, conn: guard.Connection, tls: trio.SSLStream, addr: str) -> None:
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with trio.fail_after(conn.limits.request_timeout):
                 await tls.do_handshake()
         except trio.TooSlowError:
             log.warning("TLS handshake with %s timed out", addr)
@@ -368,7 +388,7 @@ class TlsEndpoint:
             log.warning("TLS handshake with %s failed: %s", addr, exc.__cause__ or exc)
             await _send_pending_alert(tls)
             return
-        framed = FramedStream(tls)
+        framed = conn.framed(tls)
         try:
             request = self.authorize(tls)
         except (ChainError, ValueError) as exc:  # ValueError: a certificate cryptography refuses
@@ -379,6 +399,7 @@ class TlsEndpoint:
             "%s: %s %s (%d policies)",
             addr, request.name, type(request.command).__name__, len(request.policies),
         )  # fmt: skip
+        conn.header = Header(request.version, 0, request.name)  # failures carry the final header
         self.on_login(request.name, addr)
         try:
             await self._serve_request(framed, request, addr)
@@ -539,7 +560,7 @@ class TlsEndpoint:
             async def watch_client() -> None:
                 nonlocal client_state
                 try:
-                    chunk = await framed.read_chunk()
+                    chunk = await framed.read_chunk(Expect.QUIET)  # silent while subscribed
                 except (trio.BrokenResourceError, trio.ClosedResourceError, WireError):
                     chunk = None
                 client_state = "gone" if chunk is None else "stopped"
@@ -602,7 +623,7 @@ async def _send_pending_alert(tls: trio.SSLStream) -> None:
 async def _client_read(framed: FramedStream) -> bytes | None:
     try:
         with trio.fail_after(CLIENT_IDLE_TIMEOUT):
-            return await framed.read_chunk()
+            return await framed.read_chunk(Expect.DATA)
     except trio.TooSlowError:
         raise _ClientGone(f"silent for {CLIENT_IDLE_TIMEOUT:g} s") from None
     except WireError as exc:
@@ -650,6 +671,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
+    guard.add_limit_options(p, request_timeout=HANDSHAKE_TIMEOUT, what="its TLS handshake")
     ns = p.parse_args(argv)
     if ns.systemd and ns.port is not None:
         p.error("--port conflicts with --systemd-socket-activation")
@@ -660,7 +682,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def run(ns: argparse.Namespace) -> int:
     context = make_server_context(ns.ca, ns.cert, ns.key)
-    endpoint_ = TlsEndpoint(context, ns.tmpdir, ns.dbdir)
+    endpoint_ = TlsEndpoint(context, ns.tmpdir, ns.dbdir, limits=guard.limits_from_args(ns))
     if ns.inetd:
         drop_root(ns.user)
         return await endpoint_.serve_inetd()

@@ -9,7 +9,14 @@ TLS endpoint sends several on one connection); ``Stats_initial`` hands the
 connection to the stats link; block set and dump stream raw data.
 
 Bad input never stops the daemon: an undecodable frame gets a ``Failure``
-and the connection is closed; every command error is a ``Failure``.
+and the connection is closed; every command error is a ``Failure``.  Every
+connection runs under the connection guard (:mod:`albatross_py.transport.guard`):
+anything unexpected is logged and answered with a ``Failure``, a request
+must arrive within ``--request-timeout``, block data may not stall for
+longer than ``--stall-timeout``, and at most ``--max-connections`` are
+served at once.  The adopted stats connection is exempt from the read
+timeouts: albatrossd only reads albatross-stats' answers on it, each bounded
+by the link's own timeout.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
 
+from albatross_py.core import bounds
 from albatross_py.core.policy import PolicyError
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
@@ -35,7 +44,15 @@ from albatross_py.daemons.supervisor import OperationError, Supervisor
 from albatross_py.defaults import DEFAULT_DBDIR, DEFAULT_TMPDIR
 from albatross_py.host import discover, files
 from albatross_py.host.limits import raise_nofile_limit
-from albatross_py.transport import END, FramedStream, bind_unix, socket_path, systemd_listener
+from albatross_py.transport import (
+    END,
+    Expect,
+    FramedStream,
+    bind_unix,
+    guard,
+    socket_path,
+    systemd_listener,
+)
 from albatross_py.virt.base import Backend
 from albatross_py.virt.solo5 import Solo5Backend
 from albatross_py.wire import State, WireError, read_state
@@ -77,10 +94,6 @@ from albatross_py.wire.types import BlockDeviceEntry, NamedPolicy, Typ
 log = logging.getLogger("albatrossd")
 
 
-#: The header used to answer a frame that could not be decoded at all.
-UNKNOWN_HEADER = Header(name=Name())
-
-
 class StartupError(Exception):
     """albatrossd cannot start; the message says why and what was left untouched."""
 
@@ -94,6 +107,10 @@ class Options:
     stop_grace: float = 5.0
     restart_delay: float = 0.5
     tender_path: str | None = None
+    limits: guard.Limits = field(default_factory=guard.Limits)
+    #: ``--max-block-size``: the largest block device (MB) one request may
+    #: create, on top of the free space of the block directory; None: no flag.
+    max_block_size: int | None = None
 
 
 class Vmmd:
@@ -102,18 +119,13 @@ class Vmmd:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
 
-    async def serve_connection(self, stream: trio.abc.Stream) -> None:
-        framed = FramedStream(stream)
-        adopted = False
+    async def serve_connection(self, conn: guard.Connection) -> None:
+        framed = conn.framed()  # the guard closes it (after any failure reply)
         try:
-            adopted = await self._conversation(framed)
-            if adopted:
+            if await self._conversation(framed):
                 await self.sup.stats.wait_released()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        finally:
-            if not adopted:
-                await framed.aclose()
 
     async def _conversation(self, framed: FramedStream) -> bool:
         """Serve one connection; True when the stats link adopted it."""
@@ -122,7 +134,7 @@ class Vmmd:
                 wire = await framed.read_wire()
             except WireError as exc:
                 log.warning("bad input: %s", exc)
-                await framed.write_wire(Wire(UNKNOWN_HEADER, Failure(str(exc))))
+                await framed.write_wire(Wire(guard.UNKNOWN_HEADER, Failure(str(exc))))
                 return False
             if wire is None:
                 return False
@@ -130,7 +142,13 @@ class Vmmd:
             if not isinstance(cmd, Command):
                 await framed.write_wire(Wire(header, Failure("expected a command")))
                 return False
+            try:
+                bounds.check_command_values(cmd)
+            except bounds.BoundError as exc:
+                await framed.write_wire(Wire(header, Failure(str(exc))))
+                return False
             if isinstance(cmd, StatsInitial):
+                framed.timeouts = None  # the link bounds each answer it reads itself
                 await self.sup.stats.attach(framed, header)
                 await self.sup.stats_attached()
                 return True
@@ -208,7 +226,7 @@ class Vmmd:
     async def _block_set(self, framed: FramedStream, header: Header, cmd: BlockSet) -> None:
         async def chunks() -> AsyncIterator[bytes]:
             while True:
-                chunk = await framed.read_chunk()
+                chunk = await framed.read_chunk(Expect.DATA)
                 if chunk is None:
                     raise OperationError("connection closed before the end of the block data")
                 if chunk == END:
@@ -323,6 +341,8 @@ async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
     if stored_root is not None and stored_root != root:
         log.warning("root policy changed from %s to %s", stored_root, root)
     log.info("root policy: %s", root)
+    # Every request is bounded by the host from now on, whatever the policies say.
+    sup.resources.host = discover.host_capacity(root, opts.max_block_size)
     try:
         sup.resources.insert_policy(ROOT, root)
         for name, policy in state.policies:
@@ -334,6 +354,11 @@ async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
         await sup.console.connect()
     except PeerError as exc:
         log.warning("%s; VMs cannot be created until it is", exc)
+    else:
+        # Only a check: the link connects again for the first VM and sends its
+        # Console_add at once (albatross-console drops a connection whose
+        # first request does not come within its request timeout).
+        await sup.console.close()
     return sup, state
 
 
@@ -368,7 +393,15 @@ async def run(
                 nursery.start_soon(sup.events.run)
             sup.events.emit(ev.Startup("albatrossd"))
             await restore_unikernels(sup, state)
-            nursery.start_soon(trio.serve_listeners, vmmd.serve_connection, [listener])
+            nursery.start_soon(
+                partial(
+                    guard.serve,
+                    [listener],
+                    vmmd.serve_connection,
+                    service="vmmd.sock",
+                    limits=opts.limits,
+                )
+            )
             if handle_signals:
                 nursery.start_soon(_on_signals, sup, nursery.cancel_scope)
             task_status.started(sup)
@@ -402,6 +435,16 @@ def setup_logging(verbosity: int, syslog: bool, prog: str = "albatrossd") -> Non
     root.setLevel(level)
 
 
+def _block_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size in MB {text!r}") from None
+    if not 1 <= value <= files.MAX_BLOCK_MB:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {files.MAX_BLOCK_MB} MB")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespace]:
     p = argparse.ArgumentParser(
         prog="albatrossd",
@@ -416,8 +459,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
     p.add_argument("--stop-timeout", type=float, default=5.0, help="SIGTERM to SIGKILL (s)")
     p.add_argument("--restart-delay", type=float, default=0.5, help="before a restart (s)")
     p.add_argument("--tender-path", help="search path for solo5 tenders instead of $PATH")
+    p.add_argument(
+        "--max-block-size",
+        type=_block_size,
+        metavar="MB",
+        help="largest block device one request may create (default: no bound but the "
+        "free space of DBDIR/block)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true")
+    guard.add_limit_options(p, stall=True)
     ns = p.parse_args(argv)
     opts = Options(
         tmpdir=Path(ns.tmpdir),
@@ -427,6 +478,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         stop_grace=ns.stop_timeout,
         restart_delay=ns.restart_delay,
         tender_path=ns.tender_path,
+        limits=guard.limits_from_args(ns),
+        max_block_size=ns.max_block_size,
     )
     return opts, ns
 

@@ -5,6 +5,11 @@ policy; at startup it replaces it with the host's real capacity: every online
 CPU, the physical memory, the size of the filesystem that holds the block
 devices, and every bridge.  The number of unikernels is unbounded
 (OCaml's ``max_int``).
+
+The same figures, as :class:`~albatross_py.core.bounds.HostCapacity`, bound
+every request whatever the policies say (a root policy is only a number a
+client may replace); :func:`free_space_mb` is measured again for every block
+device request, since what is free changes all the time.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from albatross_py.core.bounds import HostCapacity
 from albatross_py.host import net
 from albatross_py.wire.types import Policy
 
@@ -46,17 +52,27 @@ def memory_mb() -> int:
     raise OSError("cannot determine physical memory")
 
 
-def disk_space_mb(path: Path) -> int:
-    """Size in MB of the filesystem holding ``path`` (statvfs f_blocks * f_frsize).
-
-    The block directory may not exist yet on a fresh host; its nearest
-    existing ancestor lives on the same filesystem it will be created on.
-    """
+def _statvfs(path: Path) -> os.statvfs_result:
+    """statvfs of ``path``, or of its nearest existing ancestor: the block
+    directory may not exist yet on a fresh host, and will be created on the
+    same filesystem as that ancestor."""
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
-    st = os.statvfs(p)
+    return os.statvfs(p)
+
+
+def disk_space_mb(path: Path) -> int:
+    """Size in MB of the filesystem holding ``path`` (statvfs f_blocks * f_frsize)."""
+    st = _statvfs(path)
     return st.f_blocks * st.f_frsize // MIB
+
+
+def free_space_mb(path: Path) -> int:
+    """MB free for ordinary files on the filesystem holding ``path`` (statvfs
+    f_bavail * f_frsize: the blocks reserved for root are left to the system)."""
+    st = _statvfs(path)
+    return st.f_bavail * st.f_frsize // MIB
 
 
 def root_policy_sync(dbdir: Path, bridges: list[str] | None = None) -> Policy:
@@ -76,4 +92,24 @@ async def root_policy(dbdir: Path) -> Policy:
     return await trio.to_thread.run_sync(root_policy_sync, dbdir)
 
 
-__all__ = ["MAX_INT", "cpu_count", "disk_space_mb", "memory_mb", "root_policy", "root_policy_sync"]
+def host_capacity(root: Policy, max_block: int | None = None) -> HostCapacity:
+    """The bounds of every request: the discovered root policy's figures
+    (physical memory, online CPUs, the block filesystem) and ``--max-block-size``."""
+    return HostCapacity(
+        memory=root.memory,
+        cpuids=root.cpuids,
+        disk=root.block or 0,
+        max_block=max_block,
+    )
+
+
+__all__ = [
+    "MAX_INT",
+    "cpu_count",
+    "disk_space_mb",
+    "free_space_mb",
+    "host_capacity",
+    "memory_mb",
+    "root_policy",
+    "root_policy_sync",
+]

@@ -6,15 +6,26 @@ chunks (block data, image upload) and whole wire messages.  A peer that
 closes between frames gives ``None`` from the readers; a peer that closes
 in the middle of a frame, or sends an oversized frame or an undecodable
 message, raises :class:`~albatross_py.wire.WireError`.
+
+A server's streams carry :class:`ReadTimeouts` (the connection guard,
+:mod:`albatross_py.transport.guard`, gives them): then every read says what
+it waits for (:class:`Expect`), and a peer that is too slow for it raises
+:class:`ClientTooSlow`, a ``WireError`` whose message is fit for the
+``Failure`` reply.  Clients' streams have no timeouts (their callers bound
+whole exchanges).
 """
 
 from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
 
 import trio
 
 from albatross_py.wire import MAX_FRAME_SIZE, FrameReader, WireError, frame
 from albatross_py.wire.codec import decode_wire, encode_wire
-from albatross_py.wire.messages import Wire
+from albatross_py.wire.messages import Header, Wire
 
 #: How much a single receive asks for; frames larger than this arrive in pieces.
 RECEIVE_SIZE = 64 * 1024
@@ -27,15 +38,57 @@ class StreamClosed(Exception):
     """The peer closed the connection cleanly between frames."""
 
 
+class ClientTooSlow(WireError):
+    """The peer did not deliver what a read waited for in time (see :class:`Expect`)."""
+
+
+class Expect(enum.Enum):
+    """What a server's read waits for, which decides how long it may take."""
+
+    #: A request: the whole frame must arrive within the request timeout,
+    #: counted from the start of the read (an idle client and one that sends
+    #: a byte a second are both dropped).
+    REQUEST = "request"
+    #: A peer that may legitimately stay silent between frames (a subscriber
+    #: that only ever sends its "stop", albatrossd's console link, an event
+    #: producer): no bound on the wait for a frame's first byte; once a frame
+    #: has begun, it must be complete within the request timeout.
+    QUIET = "quiet"
+    #: Raw data of an upload (block set): no total bound, but no silence
+    #: longer than the stall timeout.
+    DATA = "data"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTimeouts:
+    """How long a server waits on its peer, in seconds."""
+
+    request: float
+    stall: float
+
+
 class FramedStream:
-    def __init__(self, stream: trio.abc.Stream, max_frame: int = MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        max_frame: int = MAX_FRAME_SIZE,
+        timeouts: ReadTimeouts | None = None,
+    ) -> None:
         self.stream = stream
+        self.timeouts = timeouts
+        #: The header of the last message read: failures about this
+        #: connection are answered with it.
+        self.last_header: Header | None = None
         self._reader = FrameReader(max_frame)
         self._send_lock = trio.Lock()
 
-    async def read_chunk(self) -> bytes | None:
+    async def read_chunk(self, expect: Expect = Expect.REQUEST) -> bytes | None:
         """The next frame's bytes; ``END`` (b"") for an end-of-stream chunk;
         ``None`` when the peer closed the connection between frames."""
+        timeouts = self.timeouts
+        deadline = math.inf
+        if timeouts is not None and expect is Expect.REQUEST:
+            deadline = trio.current_time() + timeouts.request
         while True:
             got = self._reader.next_frame()
             if got is None:
@@ -43,7 +96,7 @@ class FramedStream:
             if got is not FrameReader.NEED_DATA:
                 assert isinstance(got, bytes)
                 return got
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self._receive(expect, deadline)
             if not data:
                 if self._reader.buffered:
                     raise WireError(
@@ -51,14 +104,30 @@ class FramedStream:
                         f"({self._reader.buffered} bytes buffered)"
                     )
                 return None
+            if expect is Expect.QUIET and deadline == math.inf and timeouts is not None:
+                deadline = trio.current_time() + timeouts.request  # the frame has begun
             self._reader.feed(data)
 
-    async def read_wire(self) -> Wire | None:
+    async def _receive(self, expect: Expect, deadline: float) -> bytes:
+        timeouts = self.timeouts
+        if timeouts is None:
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        if expect is Expect.DATA:
+            with trio.move_on_after(timeouts.stall):
+                return await self.stream.receive_some(RECEIVE_SIZE)
+            raise ClientTooSlow(f"stall timeout: no data for {timeouts.stall:g} s")
+        with trio.move_on_at(deadline):
+            return await self.stream.receive_some(RECEIVE_SIZE)
+        raise ClientTooSlow(f"request timeout: no complete request within {timeouts.request:g} s")
+
+    async def read_wire(self, expect: Expect = Expect.REQUEST) -> Wire | None:
         """The next message, or ``None`` when the peer closed (or sent end-of-stream)."""
-        chunk = await self.read_chunk()
+        chunk = await self.read_chunk(expect)
         if not chunk:
             return None
-        return decode_wire(chunk)
+        wire = decode_wire(chunk)
+        self.last_header = wire.header
+        return wire
 
     async def write_chunk(self, data: bytes) -> None:
         async with self._send_lock:

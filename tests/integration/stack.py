@@ -18,6 +18,7 @@ from albatross_py.daemons.events import EventsDaemon, LogFile
 from albatross_py.daemons.supervisor import Supervisor
 from albatross_py.daemons.vmmd import Options, run
 from albatross_py.transport import FramedStream, bind_unix, connect_unix, socket_path
+from albatross_py.transport.guard import Limits
 from albatross_py.wire.messages import Command, Header, Wire
 from albatross_py.wire.names import Name
 from albatross_py.wire.types import UnikernelConfig
@@ -62,25 +63,33 @@ class Stack:
 
 @asynccontextmanager
 async def stack(
-    tmp_path: Path, *, console: bool = True, restart_delay: float = 0.1, log: bool = False
+    tmp_path: Path,
+    *,
+    console: bool = True,
+    restart_delay: float = 0.1,
+    log: bool = False,
+    limits: Limits | None = None,
+    max_block_size: int | None = None,
 ) -> AsyncIterator[Stack]:
+    """The stack; ``limits`` (the connection guard's) apply to every daemon in it."""
+    limits = limits or Limits()
     tmpdir, dbdir = tmp_path / "t", tmp_path / "d"  # socket paths stay under 107 bytes
     bindir = tmp_path / "bin"
     bindir.mkdir()
     install_standin(bindir)
     opts = Options(
         tmpdir=tmpdir, dbdir=dbdir, stop_grace=2.0, restart_delay=restart_delay,
-        tender_path=str(bindir),
+        tender_path=str(bindir), limits=limits, max_block_size=max_block_size,
     )  # fmt: skip
     async with trio.open_nursery() as nursery:
         if console:
             listener = bind_unix(socket_path(tmpdir, "console"))
-            await nursery.start(ConsoleDaemon(tmpdir).serve, listener)
+            await nursery.start(ConsoleDaemon(tmpdir, limits=limits).serve, listener)
         events = None
         if log:  # before albatrossd, so its event link finds the socket at once
             logfile = LogFile(tmp_path / "log" / "events.log")
             logfile.open()
-            events = EventsDaemon(logfile)
+            events = EventsDaemon(logfile, limits=limits)
             await nursery.start(events.serve, bind_unix(socket_path(tmpdir, "log")))
         sup = await nursery.start(lambda task_status: run(opts, handle_signals=False,
                                                           task_status=task_status))  # fmt: skip

@@ -41,6 +41,7 @@ from albatross_py.daemons.tls_endpoint import (
     make_server_context,
     tcp_listen_socket,
 )
+from albatross_py.transport.guard import Limits
 from albatross_py.wire import events as ev
 from albatross_py.wire import frame
 from albatross_py.wire.cert import command_extension
@@ -57,6 +58,7 @@ from albatross_py.wire.messages import (
     EventsRecord,
     EventsSubscribe,
     Failure,
+    Header,
     PolicyAdd,
     PolicyInfoQuery,
     ReplyBlockDeviceImage,
@@ -252,7 +254,10 @@ class Env:
 
 
 @asynccontextmanager
-async def tls_stack(tmp_path: Path, *, log: bool = False) -> AsyncIterator[Env]:
+async def tls_stack(
+    tmp_path: Path, *, log: bool = False, limits: Limits | None = None
+) -> AsyncIterator[Env]:
+    """albatrossd's stack behind the endpoint; ``limits`` apply to every daemon."""
     ca, ca_key = certs.generate_ca("root")
     server, server_key = certs.generate_server(
         ca, ca_key, name="localhost", ip_addresses=["127.0.0.1", "::1"]
@@ -265,8 +270,8 @@ async def tls_stack(tmp_path: Path, *, log: bool = False) -> AsyncIterator[Env]:
     certs.write_certs(pki / "server.pem", [server])
     certs.write_key(pki / "server.key", server_key)
     context = make_server_context(pki / "cacert.pem", pki / "server.pem", pki / "server.key")
-    async with stack(tmp_path, log=log) as s:
-        endpoint = TlsEndpoint(context, s.tmpdir, s.dbdir)
+    async with stack(tmp_path, log=log, limits=limits) as s:
+        endpoint = TlsEndpoint(context, s.tmpdir, s.dbdir, limits=limits)
         listener = trio.SocketListener(
             trio.socket.from_stdlib_socket(tcp_listen_socket("127.0.0.1", 0))
         )
@@ -508,7 +513,9 @@ async def test_login_and_logout_events(tmp_path: Path) -> None:
 
             env.endpoint._serve_request = boom  # type: ignore[method-assign]
             addr2, wires = await env.in_thread(command)
-            assert wires == []
+            # the connection guard tells the client, with the final header
+            failure = Failure("internal error (RuntimeError); the connection is closed")
+            assert wires == [Wire(Header(5, 0, tenant), failure)]
             got = await root.until(lambda e: isinstance(e, ev.Logout))
             sessions = [e for e in got if isinstance(e, ev.Login | ev.Logout)]
             assert sessions == [ev.Login(tenant, addr2), ev.Logout(tenant, addr2)]
