@@ -18,7 +18,6 @@ whole exchanges).
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 
 import trio
@@ -86,9 +85,21 @@ class FramedStream:
         """The next frame's bytes; ``END`` (b"") for an end-of-stream chunk;
         ``None`` when the peer closed the connection between frames."""
         timeouts = self.timeouts
-        deadline = math.inf
-        if timeouts is not None and expect is Expect.REQUEST:
-            deadline = trio.current_time() + timeouts.request
+        if timeouts is None:
+            return await self._frame()
+        if expect is Expect.DATA:
+            return await self._frame(stall=timeouts.stall)
+        if expect is Expect.QUIET and not self._reader.buffered:
+            # no bound on the wait for a frame's first bytes
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return None
+            self._reader.feed(data)
+        with trio.move_on_after(timeouts.request):  # one scope per frame, not per receive
+            return await self._frame()
+        raise ClientTooSlow(f"request timeout: no complete request within {timeouts.request:g} s")
+
+    async def _frame(self, *, stall: float | None = None) -> bytes | None:
         while True:
             got = self._reader.next_frame()
             if got is None:
@@ -96,7 +107,15 @@ class FramedStream:
             if got is not FrameReader.NEED_DATA:
                 assert isinstance(got, bytes)
                 return got
-            data = await self._receive(expect, deadline)
+            if stall is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            else:
+                received: bytes | bytearray | None = None
+                with trio.move_on_after(stall):
+                    received = await self.stream.receive_some(RECEIVE_SIZE)
+                if received is None:
+                    raise ClientTooSlow(f"stall timeout: no data for {stall:g} s")
+                data = received
             if not data:
                 if self._reader.buffered:
                     raise WireError(
@@ -104,21 +123,7 @@ class FramedStream:
                         f"({self._reader.buffered} bytes buffered)"
                     )
                 return None
-            if expect is Expect.QUIET and deadline == math.inf and timeouts is not None:
-                deadline = trio.current_time() + timeouts.request  # the frame has begun
             self._reader.feed(data)
-
-    async def _receive(self, expect: Expect, deadline: float) -> bytes:
-        timeouts = self.timeouts
-        if timeouts is None:
-            return await self.stream.receive_some(RECEIVE_SIZE)
-        if expect is Expect.DATA:
-            with trio.move_on_after(timeouts.stall):
-                return await self.stream.receive_some(RECEIVE_SIZE)
-            raise ClientTooSlow(f"stall timeout: no data for {timeouts.stall:g} s")
-        with trio.move_on_at(deadline):
-            return await self.stream.receive_some(RECEIVE_SIZE)
-        raise ClientTooSlow(f"request timeout: no complete request within {timeouts.request:g} s")
 
     async def read_wire(self, expect: Expect = Expect.REQUEST) -> Wire | None:
         """The next message, or ``None`` when the peer closed (or sent end-of-stream)."""

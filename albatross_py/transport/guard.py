@@ -148,19 +148,27 @@ class Connection:
         self.stream = stream
         self.service = service
         self.limits = limits
-        self.peer = peer_of(stream)
+        self._peer: str | None = None
+        self._timeouts = limits.read_timeouts
         #: The header a failure reply carries; set it when the handler knows
         #: better than the last message read (the TLS endpoint's final header).
         self.header: Header | None = None
         #: The framed stream failures are written to (see :meth:`framed`).
         self.replies_to: FramedStream | None = None
 
+    @property
+    def peer(self) -> str:
+        """The client's address (see :func:`peer_of`), looked up when first asked."""
+        if self._peer is None:
+            self._peer = peer_of(self.stream)
+        return self._peer
+
     def framed(
         self, stream: trio.abc.Stream | None = None, *, max_frame: int = MAX_FRAME_SIZE
     ) -> FramedStream:
         """A framed stream over the connection (or over ``stream`` wrapping it,
         e.g. TLS) whose reads carry the limits' timeouts; failures go to it."""
-        framed = FramedStream(stream or self.stream, max_frame, self.limits.read_timeouts)
+        framed = FramedStream(stream or self.stream, max_frame, self._timeouts)
         self.replies_to = framed
         return framed
 
@@ -315,8 +323,7 @@ async def _run_guarded(conn: Connection, handler: Handler, replies: Replies) -> 
                 raise
             raise passthrough from None
     finally:
-        with trio.CancelScope(shield=True):
-            await _close(conn.stream)
+        await _close(conn.stream)  # aclose_forcefully: immediate, even when cancelled
 
 
 async def guard_connection(

@@ -65,9 +65,11 @@ def bind_unix(path: str | Path, backlog: int = 16) -> trio.SocketListener:
         sock.bind(str(path))
     finally:
         os.umask(old)
+    # Listen at once: a client that sees the file may connect (and is refused
+    # until listen); the mode is right from the umask, the group follows.
+    sock.listen(backlog)
     os.chmod(path, SOCKET_MODE)
     _set_group(path)
-    sock.listen(backlog)
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 

@@ -26,7 +26,8 @@ from albatross_py.daemons.metrics import PrometheusExporter, http_request
 from albatross_py.daemons.stats import StatsDaemon
 from albatross_py.daemons.supervisor import Supervisor
 from albatross_py.daemons.tls_endpoint import TlsEndpoint
-from albatross_py.transport import FramedStream, bind_unix, connect_unix, guard, socket_path
+from albatross_py.transport import Expect, FramedStream, bind_unix, connect_unix, guard, socket_path
+from albatross_py.wire import encode_wire, frame
 from albatross_py.wire import events as ev
 from albatross_py.wire.messages import (
     ConsoleListInactive,
@@ -91,6 +92,10 @@ async def toy_handler(conn: guard.Connection) -> None:
                 nursery.start_soon(fail, OSError("two"))
         case "hang":
             await trio.sleep_forever()
+        case "quiet":  # then a peer that may be silent between frames
+            await framed.write_wire(Wire(wire.header, ReplyString("ok")))
+            wire = await framed.read_wire(Expect.QUIET)
+            assert wire is not None
     await framed.write_wire(Wire(wire.header, ReplyString("ok")))
 
 
@@ -154,6 +159,28 @@ async def test_request_timeout_and_cap_of_the_guard(tmp_path: Path) -> None:
                 and reply.payload == ReplyString("ok")
             ):
                 await trio.sleep(0.05)
+
+
+async def test_quiet_reads_wait_for_ever_but_not_for_half_a_frame(tmp_path: Path) -> None:
+    timeout = 0.3
+    request = frame(encode_wire(Wire(Header(name=Name.of_string(":fine")), UnikernelInfoQuery())))
+    async with toy_server(tmp_path, limits=guard.Limits(request_timeout=timeout)) as path:
+        for half in (False, True):
+            conn = FramedStream(await connect_unix(path))
+            await conn.write_wire(Wire(Header(name=Name.of_string(":quiet")), UnikernelInfoQuery()))
+            with trio.fail_after(TIMEOUT):
+                assert (await conn.read_wire()).payload == ReplyString("ok")  # type: ignore[union-attr]
+            await trio.sleep(3 * timeout)  # quiet: allowed
+            await conn.stream.send_all(request[: len(request) // 2] if half else request)
+            with trio.fail_after(TIMEOUT):
+                reply = await conn.read_wire()
+            assert reply is not None
+            if half:  # a frame that has begun must be complete within the timeout
+                assert isinstance(reply.payload, Failure), reply
+                assert reply.payload.message.startswith("request timeout"), reply
+            else:
+                assert reply.payload == ReplyString("ok"), reply
+            await conn.aclose()
 
 
 async def test_http_replies(tmp_path: Path) -> None:
