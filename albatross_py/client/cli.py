@@ -11,8 +11,11 @@ HOST[:PORT]`` (remote TLS, see :mod:`albatross_py.client.remote`;
 
 v1.x underscore names (``add_policy``, ``create_block`` …) and the pre-1.0
 ``vmmc`` names (``remove`` = destroy, ``policy``, ``add_policy`` …) are
-aliases.  ``update`` needs builds.robur.coop and is not supported offline
-(exit 118).  Exit codes: spec 7.5 (:class:`~albatross_py.client.config_args.Exit`).
+aliases; ``replace-policy`` is a command of its own that does what
+``add-policy`` does (as albatross 2.7).  ``update`` fetches a newer build
+from ``--http-host`` (:mod:`albatross_py.client.update`).  ``help [COMMAND]``,
+a bare call and ``--help`` print help and exit 0; ``--version``.  Exit codes:
+spec 7.5 (:class:`~albatross_py.client.config_args.Exit`).
 
 ``log [NAME] [--since T | --count N]`` subscribes to albatross-log (our
 ``events subscribe``; albatross's own ``log`` was retired in 1.2 and its wire
@@ -31,18 +34,17 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
 
 import trio
 
-from albatross_py.client import certs, local_ops
+from albatross_py.client import certs, local_ops, update
+from albatross_py.client.advice import connect_failed, subscription_closed
 from albatross_py.client.config_args import (
     CliError,
     Exit,
-    add_config_flags,
-    add_policy_flags,
     arguments_from_args,
     config_from_args,
     parse_name,
@@ -52,10 +54,12 @@ from albatross_py.client.config_args import (
     policy_from_args,
 )
 from albatross_py.client.output import Printer, dump_sink, image_sink, rfc3339
+from albatross_py.client.parser import build_parser, print_help
 from albatross_py.client.remote import (
     INLINE_IMAGE_LIMIT,
     ChainCheckError,
     ConversationEnded,
+    SubscriptionClosed,
     Upload,
     bytes_chunks,
     client_context,
@@ -66,7 +70,6 @@ from albatross_py.client.remote import (
     validate_chain,
 )
 from albatross_py.core.policy import PolicyError, usable
-from albatross_py.defaults import DEFAULT_TMPDIR
 from albatross_py.transport import FramedStream, connect_unix, socket_path
 from albatross_py.virt.solo5_elf import Solo5ImageError, check_manifest, read_manifest
 from albatross_py.wire.cert import command_of_certificate
@@ -99,7 +102,7 @@ from albatross_py.wire.messages import (
 )
 from albatross_py.wire.names import Name
 from albatross_py.wire.routing import Shape, endpoint
-from albatross_py.wire.types import Typ
+from albatross_py.wire.types import Typ, UnikernelConfig
 
 MB = 1024 * 1024
 
@@ -114,160 +117,6 @@ class Plan:
     on_wire: Callable[[Wire], bool] | None = None  # True: handled, do not print
     stream_image: bytes | None = None  # remote create: image sent as raw chunks
     extra: list[Plan] = field(default_factory=list)
-
-
-# -- argument parser ----------------------------------------------------------------
-
-
-def _common(json_default: bool = False) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", default=json_default,
-                   help="JSON lines instead of albatross's text")  # fmt: skip
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more output (argv in info)")
-    g.add_argument("-q", "--quiet", action="store_true", help="no output on success")
-    g.add_argument("--verbosity", help="log level (accepted for albatross compatibility)")
-    g.add_argument("--color", choices=("auto", "always", "never"), help="(accepted, ignored)")
-    return p
-
-
-def _destination() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("destination (choose one)")
-    g.add_argument("--socket", metavar="PATH", help="local daemon socket; '-' prints the hex")
-    g.add_argument("-d", "--destination", metavar="HOST[:PORT]",
-                   help="remote TLS endpoint (port 1025); '-' prints the chain")  # fmt: skip
-    g.add_argument("--csr", action="store_true", help="write <name>.key and <name>.req")
-    g.add_argument("--tmpdir", default=DEFAULT_TMPDIR, help=f"default {DEFAULT_TMPDIR}")
-    k = p.add_argument_group("certificates (remote, --csr)")
-    k.add_argument("--ca", default="ca.pem", help="your CA chain (default ca.pem)")
-    k.add_argument("--ca-key", default="ca.key", help="its key (default ca.key)")
-    k.add_argument("--server-ca", default="cacert.pem", help="server CA (default cacert.pem)")
-    k.add_argument("--key-type", choices=certs.KEY_TYPES, default=certs.DEFAULT_KEY_TYPE)
-    return p
-
-
-def _level(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--compression-level", type=int, choices=range(10), metavar="0-9",
-                   help="zlib level (default 0 locally, 9 remote/--csr)")  # fmt: skip
-
-
-def build_parser(prog: str = "albatross-client") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Manage unikernels run by albatross, locally or remotely.",
-        epilog="examples: albatross-client info; albatross-client create web web.hvt --net "
-        "service --mem 64; albatross-client console web -d host --ca tenant.pem --ca-key "
-        "tenant.key --server-ca cacert.pem.  Exit codes: 0 ok, 116 chain, 117 command "
-        "failed, 118 update unavailable, 119/120 TLS authentication, 121 communication, "
-        "122 connect, 124 cli, 125 internal.",
-    )  # fmt: skip
-    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    net = [_common(), _destination()]
-    loc = [_common()]
-
-    def add(name: str, help_: str, parents: list[argparse.ArgumentParser],
-            aliases: Sequence[str] = ()) -> argparse.ArgumentParser:  # fmt: skip
-        p = sub.add_parser(name, help=help_, parents=parents, aliases=list(aliases))
-        p.set_defaults(cmd=name)
-        return p
-
-    p = add("create", "create a unikernel", net)
-    p.add_argument("name")
-    p.add_argument("image", nargs="?", help="image file (not for bhyve)")
-    p.add_argument("--typ", choices=("solo5", "bhyve", "qemu"), default="solo5")
-    p.add_argument("-f", "--force", action="store_true", help="replace a running unikernel")
-    add_config_flags(p)
-    _level(p)
-    add("destroy", "destroy a unikernel", net, ["remove"]).add_argument("name")
-    p = add("restart", "restart a unikernel", net)
-    p.add_argument("name")
-    p.add_argument("--replace-arguments", action="store_true", help="use the flags below")
-    add_config_flags(p)
-    for name, help_, aliases in (("info", "information about unikernels", ()),
-                                 ("stats", "subscribe to statistics", ()),
-                                 ("block", "information about block devices", ())):  # fmt: skip
-        p = add(name, help_, net, aliases)
-        p.add_argument("name", nargs="?", help="name or path (default: everything)")
-        p.add_argument("-n", "--name", dest="name_opt")
-    p = add("get", "download a unikernel's image", net)
-    p.add_argument("name")
-    p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
-    _level(p)
-    p = add("update", "update from builds.robur.coop (not supported offline: exit 118)", net)
-    p.add_argument("name")
-    p.add_argument("--http-host", default="https://builds.robur.coop")
-    p.add_argument("--dryrun", "--dry-run", action="store_true")
-    _level(p)
-    for name, help_, aliases in (("policy", "show policies", ()),
-                                 ("remove-policy", "remove a policy", ("remove_policy",)),
-                                 ("inactive-consoles", "consoles of stopped unikernels",
-                                  ("inactive_consoles",))):  # fmt: skip
-        p = add(name, help_, net, aliases)
-        p.add_argument("path", nargs="?", help="path (default: root)")
-        p.add_argument("-p", "--path", dest="path_opt")
-    p = add("add-policy", "add or replace a policy", net, ["replace-policy", "add_policy"])
-    p.add_argument("path")
-    p.add_argument("unikernels")
-    add_policy_flags(p)
-    p = add("create-block", "create a block device", net, ["create_block"])
-    p.add_argument("name")
-    p.add_argument("size", type=int, metavar="SIZE-MB")
-    p.add_argument("--data", help="initial content")
-    _level(p)
-    p = add("set-block", "set a block device's content", net, ["set_block"])
-    p.add_argument("name")
-    p.add_argument("file")
-    _level(p)
-    p = add("dump-block", "download a block device", net, ["dump_block"])
-    p.add_argument("name")
-    p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
-    _level(p)
-    add("destroy-block", "destroy a block device", net, ["destroy_block"]).add_argument("name")
-    p = add("console", "show a unikernel's console, follow until Ctrl-C", net)
-    p.add_argument("name")
-    p.add_argument("--since", help="RFC 3339 time or date")
-    p.add_argument("--count", type=int, default=20, help="last N lines (default 20)")
-    p = add("stats-add", "start statistics for a pid (debugging)", net, ["stats_add"])
-    p.add_argument("pid", type=int)
-    p.add_argument("--vmmdev", default="")
-    p.add_argument("--bridge", action="append", metavar="NAME:TAP")
-    p.add_argument("-n", "--name", dest="name_opt", required=True)
-    p = add("stats-remove", "stop statistics (debugging)", net, ["stats_remove"])
-    p.add_argument("-n", "--name", dest="name_opt", required=True)
-    p = add("log", "show events (albatross-log), follow until Ctrl-C", net)
-    p.add_argument("name", nargs="?", help="name or path (default: everything)")
-    p.add_argument("-n", "--name", dest="name_opt", metavar="PATH", help="same as NAME")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--since", help="RFC 3339 time or date")
-    g.add_argument("--count", type=int, default=20, help="last N events (default 20)")
-    for name, aliases in (("inspect-dump", ["inspect_dump"]), ("extract-dump", ["extract_dump"])):
-        p = add(name, "read albatrossd's state file", loc, aliases)
-        if name == "extract-dump":
-            p.add_argument("name")
-            p.add_argument("-o", "--output", help="file (default $TMPDIR/<name>.<time>)")
-        p.add_argument("--dbdir", default="/var/lib/albatross")
-        p.add_argument("--file", default="state", help="relative to --dbdir")
-    p = add("certificate", "send a pre-made certificate chain", [_common(), _destination()])
-    p.add_argument("cert")
-    p.add_argument("key")
-    p = add("sign", "sign a request with your CA", loc)
-    for a in ("cacert", "db", "key", "csr"):
-        p.add_argument(a)
-    p.add_argument("--days", type=int)
-    p = add("generate", "a new CA and server certificate", loc)
-    p.add_argument("name")
-    p.add_argument("db")
-    p.add_argument("--days", type=int, default=certs.CA_DAYS)
-    p.add_argument("--server", default="server")
-    p.add_argument("--server-days", type=int, default=certs.SERVER_DAYS)
-    p.add_argument("--key-type", choices=certs.KEY_TYPES, default=certs.DEFAULT_KEY_TYPE)
-    p = add("revoke", "write a CRL revoking serials (hex, as in DB)", loc)
-    p.add_argument("cacert")
-    p.add_argument("key")
-    p.add_argument("serial", nargs="+")
-    p.add_argument("--crl", help="CRL file, extended if it exists (default <CA>.crl)")
-    p.add_argument("--days", type=int, default=30)
-    return parser
 
 
 # -- commands ------------------------------------------------------------------------
@@ -311,10 +160,15 @@ def _create(a: argparse.Namespace, remote: bool) -> Plan:
     if level and image:
         image = zlib.compress(image, level)
     config = config_from_args(a, image, bool(level and image))
-    plan = Plan(parse_name(a.name), UnikernelCreate(config, force=a.force))
-    if remote and len(image) > INLINE_IMAGE_LIMIT:
-        plan.command = UnikernelCreate(config_from_args(a, b"", config.compressed), a.force)
-        plan.stream_image = image
+    return _create_plan(parse_name(a.name), config, a.force, remote)
+
+
+def _create_plan(name: Name, config: UnikernelConfig, force: bool, remote: bool) -> Plan:
+    """(Force-)create ``config``; remotely a large image goes as raw chunks after the leaf."""
+    plan = Plan(name, UnikernelCreate(config, force=force))
+    if remote and len(config.image) > INLINE_IMAGE_LIMIT:
+        plan.command = UnikernelCreate(replace(config, image=b""), force)
+        plan.stream_image = config.image
     return plan
 
 
@@ -371,7 +225,7 @@ def build_plan(a: argparse.Namespace, printer: Printer, remote: bool) -> Plan:
             raise CliError(str(exc)) from None
         return Plan(Name.of_path(parse_path(a.path)), PolicyAdd(policy))
     if c in ("stats-add", "stats-remove"):
-        name = parse_name(a.name_opt)
+        name = parse_name_or_path(a.name_opt)
         if c == "stats-remove":
             return Plan(name, StatsRemove())
         bridges = tuple(parse_stats_bridge(b) for b in a.bridge or ())
@@ -430,15 +284,23 @@ def _printing(plan: Plan, printer: Printer, quiet: bool) -> Callable[[Wire], Non
 
 
 async def _follow(run: Callable[[], object], shape: Shape) -> Exit:
-    """Run a conversation; a subscription ends cleanly on SIGINT/SIGTERM (exit 0)."""
+    """Run a conversation; a subscription ends cleanly on SIGINT/SIGTERM (exit 0).
+
+    How the conversation ends (:class:`ConversationEnded`) leaves the nursery
+    as itself, not wrapped in an exception group.
+    """
     if shape is not Shape.READ or threading.current_thread() is not threading.main_thread():
         return await run()  # type: ignore[no-any-return, misc]
     result: list[Exit] = [Exit.SUCCESS]
+    ended: list[ConversationEnded] = []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def conversation() -> None:
-                result[0] = await run()  # type: ignore[misc]
+                try:
+                    result[0] = await run()  # type: ignore[misc]
+                except ConversationEnded as exc:
+                    ended.append(exc)
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
@@ -448,6 +310,8 @@ async def _follow(run: Callable[[], object], shape: Shape) -> Exit:
 
             nursery.start_soon(conversation)
             nursery.start_soon(watch)
+    if ended:
+        raise ended[0]
     return result[0]
 
 
@@ -457,7 +321,9 @@ async def _local(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
     try:
         stream = await connect_unix(path)
     except OSError as exc:
-        raise ConversationEnded(Exit.CONNECT_FAILED, f"cannot connect to {path}: {exc}") from None
+        tmpdir = None if a.socket else a.tmpdir
+        message = connect_failed(path, service, exc, tmpdir)
+        raise ConversationEnded(Exit.CONNECT_FAILED, message) from None
     conn = FramedStream(stream)
     wire = Wire(Header(name=plan.name), plan.command)
     upload = plan.upload() if plan.upload else None
@@ -465,6 +331,9 @@ async def _local(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
         return await _follow(
             lambda: converse(conn, wire, shape, _printing(plan, printer, a.quiet), upload), shape
         )
+    except SubscriptionClosed:
+        message = subscription_closed(service, str(plan.name))
+        raise ConversationEnded(Exit.COMMUNICATION_FAILED, message) from None
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -502,7 +371,11 @@ async def _remote(plan: Plan, a: argparse.Namespace, printer: Printer,
     if plan.stream_image is not None:
         upload = Upload(bytes_chunks(plan.stream_image), len(plan.stream_image), "uploading image")
     on_wire = _printing(plan, printer, a.quiet)
-    return await _follow(lambda: run_remote(host, port, ctx, shape, on_wire, upload), shape)
+    try:
+        return await _follow(lambda: run_remote(host, port, ctx, shape, on_wire, upload), shape)
+    except SubscriptionClosed:
+        message = subscription_closed(None, str(plan.name))
+        raise ConversationEnded(Exit.COMMUNICATION_FAILED, message) from None
 
 
 def _csr(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
@@ -536,10 +409,9 @@ def _network(a: argparse.Namespace, printer: Printer) -> Exit:
     chosen = [x for x in (a.socket is not None, a.destination is not None, a.csr) if x]
     if len(chosen) > 1:
         raise CliError("The options --csr, --destination, and --socket are mutually exclusive")
-    if a.cmd == "update":
-        printer.error("update needs builds.robur.coop over HTTPS; not supported offline")
-        return Exit.HTTP_FAILURE
     remote = a.destination is not None or a.csr
+    if a.cmd == "update":
+        return _update(a, printer, remote)
     plan = build_plan(a, printer, remote)
     if a.socket == "-":
         print(encode_wire(Wire(Header(name=plan.name), plan.command)).hex(), flush=True)
@@ -547,28 +419,67 @@ def _network(a: argparse.Namespace, printer: Printer) -> Exit:
     if a.csr:
         return _csr(plan, a, printer)
     for step in (plan, *plan.extra):
-        if a.destination is not None:
-            chain, key = _remote_chain(a, step)
-            if a.destination == "-":
-                sys.stdout.write(certs.certs_to_pem(chain).decode())  # type: ignore[arg-type]
-                continue
-            code = trio.run(_remote, step, a, printer, chain, key)
-        else:
-            code = trio.run(_local, step, a, printer)
+        code = _converse(step, a, printer)
         if code != Exit.SUCCESS:
             return code
     return Exit.SUCCESS
 
 
+def _converse(plan: Plan, a: argparse.Namespace, printer: Printer) -> Exit:
+    """One conversation with the chosen destination (``-d -``: print the chain)."""
+    if a.destination is None:
+        return trio.run(_local, plan, a, printer)
+    chain, key = _remote_chain(a, plan)
+    if a.destination == "-":
+        sys.stdout.write(certs.certs_to_pem(chain).decode())  # type: ignore[arg-type]
+        return Exit.SUCCESS
+    return trio.run(_remote, plan, a, printer, chain, key)
+
+
+def _update(a: argparse.Namespace, printer: Printer, remote: bool) -> Exit:
+    """``info``, the builds server, then ``force-create`` (:mod:`.update`)."""
+    if a.csr:
+        raise CliError("update with --csr is not supported (it needs two conversations)")
+    host = update.parse_http_host(a.http_host)
+    name = parse_name(a.name)
+    sink = update.InfoSink()
+    info = Plan(name, UnikernelInfoQuery(), on_wire=sink)
+    if a.socket == "-":
+        print(encode_wire(Wire(Header(name=name), info.command)).hex(), flush=True)
+        return Exit.COMMUNICATION_FAILED
+    code = _converse(info, a, printer)
+    if code != Exit.SUCCESS or a.destination == "-":
+        return code
+    try:
+        config = update.prepare(host, name, sink, a.dryrun, _level_of(a, remote), printer)
+    except update.UpdateError as exc:
+        printer.error(str(exc))
+        return exc.code
+    if config is None:
+        return Exit.SUCCESS
+    return _converse(_create_plan(name, config, True, remote), a, printer)
+
+
 LOCAL_COMMANDS = {"inspect-dump", "extract-dump", "sign", "generate", "revoke"}
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "albatross-client") -> int:
     parser = build_parser(prog)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:  # as albatross: a bare call shows the help
+        return print_help(parser, None)
     try:
-        a = parser.parse_args(argv)
+        a = parser.parse_args(args)
     except SystemExit as exc:
         return Exit.SUCCESS if exc.code == 0 else Exit.CLI_ERROR
+    if a.cmd == "help":
+        return print_help(parser, a.topic)
     printer = Printer(json_mode=a.json, verbose=a.verbose > 0)
     try:
         if a.cmd in LOCAL_COMMANDS:
@@ -585,7 +496,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "albatross-client") -> i
     except KeyboardInterrupt:  # Ctrl-C outside a subscription: interrupted, as a shell says
         return 130
     except Exception as exc:  # an internal error: say what, exit 125
-        printer.error(f"internal error: {type(exc).__name__}: {exc}")
+        inner = _innermost(exc)
+        if isinstance(inner, ConversationEnded | CliError):
+            printer.error(str(inner))
+            return int(inner.code) if isinstance(inner, ConversationEnded) else Exit.CLI_ERROR
+        printer.error(f"internal error: {type(inner).__name__}: {inner}")
         return Exit.INTERNAL_ERROR
 
 

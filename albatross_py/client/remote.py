@@ -72,6 +72,13 @@ class ConversationEnded(Exception):
         self.code = code
 
 
+class SubscriptionClosed(ConversationEnded):
+    """The daemon ended a subscription (``read`` shape) after its first reply (exit 121)."""
+
+    def __init__(self) -> None:
+        super().__init__(Exit.COMMUNICATION_FAILED, "the daemon closed the subscription")
+
+
 @dataclass
 class Upload:
     """Raw chunks sent after the command, ended by a zero-length chunk."""
@@ -130,12 +137,16 @@ async def converse(
                     progress.advance(len(chunk))
             await conn.write_end()
             progress.finish()
+        answered = False
         while True:
             reply = await conn.read_wire()
             if reply is None:
+                if shape is Shape.READ and answered:
+                    raise SubscriptionClosed
                 raise ConversationEnded(
                     Exit.COMMUNICATION_FAILED, "connection closed before the final reply"
                 )
+            answered = True
             on_wire(reply)
             payload = reply.payload
             if isinstance(payload, Failure):

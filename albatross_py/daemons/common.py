@@ -31,6 +31,37 @@ from albatross_py.wire.names import Name
 log = logging.getLogger("albatross")
 
 
+#: Our loggers' names start with this (albatross.console, albatrossd,
+#: albatross-tls-endpoint, albatross_py.host...): their records pass at the
+#: level -v chose.
+OWN_LOGGERS = "albatross"
+#: -v count from which other libraries' records below WARNING pass too: at
+#: DEBUG pyroute2 logs every netlink message (a dump of every interface per
+#: query), asyncio its selector, httpx/hpack every frame.
+THIRD_PARTY_VERBOSITY = 3
+
+
+class OwnRecords(logging.Filter):
+    """Lets our own records through at any level, other libraries' from WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            record.levelno >= logging.WARNING
+            or record.name.startswith(OWN_LOGGERS)
+            or record.name == "root"
+        )
+
+
+def install_log_handler(handler: logging.Handler, prog: str, level: int, verbose: int) -> None:
+    """The one handler of the root logger: ``<prog>: [LEVEL] message``, floods filtered."""
+    handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
+    if verbose < THIRD_PARTY_VERBOSITY:
+        handler.addFilter(OwnRecords())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
 def daemon_parser(
     prog: str, description: str, epilog: str | None = None
 ) -> argparse.ArgumentParser:
@@ -42,7 +73,8 @@ def daemon_parser(
         action="store_true",
         help="use the listening socket passed by systemd",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v info, -vv debug, -vvv other libraries' debug too")  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging")
     parser.add_argument("--user", default="albatross", help="user to drop root to")
     guard.add_limit_options(parser)
@@ -57,7 +89,11 @@ def setup_logging(
     *,
     default: int = logging.WARNING,
 ) -> None:
-    """``default`` (warnings) without flags, ``-v`` info, ``-vv`` debug, ``-q`` nothing."""
+    """``default`` (warnings) without flags, ``-v`` info, ``-vv`` debug, ``-q`` nothing.
+
+    Debug and info records of other libraries appear only from ``-vvv``
+    (:data:`THIRD_PARTY_VERBOSITY`); their warnings always do.
+    """
     if quiet:
         level = logging.CRITICAL + 1
     elif verbose == 0:
@@ -69,10 +105,7 @@ def setup_logging(
         handler = logging.handlers.SysLogHandler(address="/dev/log")
     else:
         handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    install_log_handler(handler, prog, level, verbose)
 
 
 def listen(service: str, tmpdir: str, systemd: bool) -> trio.SocketListener | None:

@@ -37,6 +37,7 @@ import trio
 
 from albatross_py.core import bounds
 from albatross_py.core.policy import PolicyError
+from albatross_py.daemons.common import install_log_handler
 from albatross_py.daemons.eventlink import EventLink
 from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink
 from albatross_py.daemons.runtime import RuntimeRecord
@@ -422,17 +423,14 @@ async def _on_signals(sup: Supervisor, scope: trio.CancelScope) -> None:
 
 
 def setup_logging(verbosity: int, syslog: bool, prog: str = "albatrossd") -> None:
+    """Info by default, ``-v`` debug (ours; other libraries' from ``-vvv``), ``-q`` errors."""
     level = {-1: logging.ERROR, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     handler: logging.Handler
     if syslog:
         handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter(f"{prog}: [%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    install_log_handler(handler, prog, level, verbosity)
 
 
 def _block_size(text: str) -> int:
@@ -466,8 +464,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         help="largest block device one request may create (default: no bound but the "
         "free space of DBDIR/block)",
     )
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="debug logging (-vvv: other libraries' debug output too)")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only")
     guard.add_limit_options(p, stall=True)
     ns = p.parse_args(argv)
     opts = Options(

@@ -99,7 +99,7 @@ EOF
   chmod 0755 "$dest"
 done <<< "$entry_points"
 
-# -- systemd, configuration, documentation, completion -----------------------------------
+# -- systemd, configuration, documentation, completion, man pages ------------------------
 install -d "$root/usr/lib/systemd/system" "$root/usr/lib/tmpfiles.d"
 install -m 0644 "$repo"/packaging/systemd/albatross_*.service "$repo"/packaging/systemd/albatross_*.socket \
   "$root/usr/lib/systemd/system/"
@@ -130,6 +130,13 @@ EOF
 comp=$root/usr/share/bash-completion/completions
 install -D -m 0644 "$repo/packaging/completion/albatross-client.bash" "$comp/albatross-client"
 ln -s albatross-client "$comp/vmmc"
+# man pages, generated from the parsers like the completion (albatross_py/client/docgen.py)
+for page in "$repo"/packaging/man/*.[18]; do
+  dir=$root/usr/share/man/man${page##*.}
+  install -D -m 0644 "$page" "$dir/$(basename "$page")"
+  gzip -9n "$dir/$(basename "$page")"
+done
+echo ".so man1/albatross-client.1" | gzip -9n > "$root/usr/share/man/man1/vmmc.1.gz"
 
 # -- control files -----------------------------------------------------------------------
 if find "$lib" -name '*.so' -print -quit | grep -q .; then

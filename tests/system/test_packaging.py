@@ -260,6 +260,10 @@ def install_and_check(root: Path, deb: Path) -> None:
     for unit in unit_files():
         assert (root / "usr/lib/systemd/system" / unit.name).is_file(), unit.name
     assert (root / "usr/lib/tmpfiles.d/albatross.conf").is_file()
+    man = root / "usr/share/man"
+    for page in ("man1/albatross-client.1.gz", "man1/vmmc.1.gz", "man8/albatrossd.8.gz"):
+        assert (man / page).is_file(), page
+    assert (root / "usr/share/bash-completion/completions/albatross-client").is_file()
     assert (root / "usr/lib/albatross-py/albatross_py/__init__.py").is_file()
     assert (root / "etc/default/albatross").read_text() == DEFAULTS.read_text()
     conffiles = (root / "var/lib/dpkg/info/albatross-py.conffiles").read_text().split()

@@ -12,6 +12,7 @@ import pytest
 from albatross_py.client.cli import main, vmmc_main
 from albatross_py.client.config_args import CliError, parse_block, parse_net
 from albatross_py.client.output import Progress, ocaml_escaped, pp_wire, rfc3339
+from albatross_py.client.parser import build_parser
 from albatross_py.client.remote import parse_destination
 from albatross_py.virt.solo5_elf import make_solo5_elf
 from albatross_py.wire.codec import decode_wire
@@ -24,6 +25,7 @@ from albatross_py.wire.messages import (
     Header,
     PolicyAdd,
     ReplyString,
+    StatsAdd,
     UnikernelCreate,
     UnikernelDestroy,
     UnikernelRestart,
@@ -163,9 +165,53 @@ def test_cli_errors_exit_124(
     assert message in capsys.readouterr().err
 
 
-def test_update_not_supported_offline(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["update", "web", "--socket", "-"]) == 118
-    assert "offline" in capsys.readouterr().err
+def test_help_version_and_a_bare_call_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0  # as albatross: a bare call shows the help
+    overview = capsys.readouterr().out
+    assert overview.startswith("usage: albatross-client") and "replace-policy" in overview
+    assert main(["help"]) == 0 and capsys.readouterr().out == overview
+    assert main(["--help"]) == 0 and capsys.readouterr().out == overview
+    assert main(["help", "create"]) == 0
+    create = capsys.readouterr().out
+    assert create.startswith("usage: albatross-client create") and "--typ" in create
+    assert main(["create", "--help"]) == 0 and capsys.readouterr().out == create
+    assert main(["help", "frobnicate"]) == 124
+    err = capsys.readouterr().err
+    assert "unknown command 'frobnicate'" in err and "  update\n" in err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == "albatross-client version 0.1.0 protocol version 5 " \
+        "(albatross-py)\n"  # fmt: skip
+    assert vmmc_main(["--version"]) == 0 and capsys.readouterr().out.startswith("vmmc version")
+
+
+def test_each_command_names_itself_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("replace-policy", "add-policy", "update", "stats-add", "help"):
+        assert main([command, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: albatross-client {command} ")
+
+
+def test_albatross_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults as client/albatross_client.ml has them."""
+    # stats-add / stats-remove / info / stats / block: the root unless -n/--name
+    for argv in (["stats-remove"], ["stats-add", "42"], ["info"], ["stats"], ["block"],
+                 ["inactive-consoles"], ["policy"], ["remove-policy"]):  # fmt: skip
+        assert wire_of(capsys, *argv).header.name == Name(), argv
+    assert wire_of(capsys, "stats-remove", "-n", "web").header.name == Name.of_string("web")
+    assert wire_of(capsys, "stats-add", "42").payload == StatsAdd("", 42, ())
+    assert wire_of(capsys, "console", "web").payload == ConsoleSubscribe(count=20)
+    policy = wire_of(capsys, "add-policy", "t", "2").payload
+    assert policy == PolicyAdd(Policy(2, frozenset({0}), 512, None, frozenset()))
+    assert wire_of(capsys, "replace-policy", "t", "2").payload == policy
+    a = build_parser().parse_args(["generate", "ca", "db"])
+    assert (a.days, a.server, a.server_days, a.key_type) == (3650, "server", 365, "ed25519")
+    a = build_parser().parse_args(["update", "web"])
+    assert (a.http_host, a.dryrun, a.compression_level) == ("https://builds.robur.coop", False,
+                                                            None)  # fmt: skip
+    a = build_parser().parse_args(["info"])
+    assert (a.ca, a.ca_key, a.server_ca, a.tmpdir) == ("ca.pem", "ca.key", "cacert.pem",
+                                                      "/run/albatross")  # fmt: skip
+    a = build_parser().parse_args(["inspect-dump"])
+    assert (a.dbdir, a.file) == ("/var/lib/albatross", "state")
 
 
 def test_aliases(capsys: pytest.CaptureFixture[str]) -> None:
