@@ -112,6 +112,8 @@ class Options:
     #: ``--max-block-size``: the largest block device (MB) one request may
     #: create, on top of the free space of the block directory; None: no flag.
     max_block_size: int | None = None
+    #: ``--qemu-cpu``: the QEMU CPU model; None: probed (virt/qemu_host.py).
+    qemu_cpu: str | None = None
 
 
 class Vmmd:
@@ -297,7 +299,9 @@ def _prepare_dirs(layout: files.Layout) -> None:
         entry.unlink()
 
 
-def make_backends(layout: files.Layout, opts: Options) -> dict[Typ, Backend]:
+def make_backends(
+    layout: files.Layout, opts: Options, qemu_cpu: str | None = None
+) -> dict[Typ, Backend]:
     backends: dict[Typ, Backend] = {
         Typ.SOLO5: Solo5Backend(
             layout, search_path=opts.tender_path, drop_path=not opts.no_drop_path
@@ -307,8 +311,24 @@ def make_backends(layout: files.Layout, opts: Options) -> dict[Typ, Backend]:
         from albatross_py.virt.qemu import QemuBackend
     except ImportError:  # pragma: no cover - the module ships with the package
         return backends
-    backends[Typ.QEMU] = QemuBackend(layout)
+    from albatross_py.virt.qemu import QemuOptions
+
+    cpu = qemu_cpu or opts.qemu_cpu
+    options = QemuOptions.for_host(**({"cpu_model": cpu} if cpu else {}))
+    backends[Typ.QEMU] = QemuBackend(layout, options)
     return backends
+
+
+def qemu_cpu_model(layout: files.Layout, opts: Options) -> str | None:
+    """``--qemu-cpu``, else the model probed for this host (None without QEMU)."""
+    from albatross_py.virt import qemu_host
+    from albatross_py.virt.qemu import QEMU_BINARY
+
+    if opts.qemu_cpu:
+        return opts.qemu_cpu
+    if shutil.which(QEMU_BINARY) is None:
+        return None
+    return qemu_host.host_cpu_model(QEMU_BINARY, layout.dbdir)
 
 
 async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
@@ -323,7 +343,7 @@ async def start_supervisor(opts: Options) -> tuple[Supervisor, State]:
     state = _read_state(layout)
     sup = Supervisor(
         layout,
-        make_backends(layout, opts),
+        make_backends(layout, opts, await trio.to_thread.run_sync(qemu_cpu_model, layout, opts)),
         ConsoleLink(socket_path(layout.tmpdir, "console")),
         StatsLink(),
         runtime,
@@ -464,6 +484,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         help="largest block device one request may create (default: no bound but the "
         "free space of DBDIR/block)",
     )
+    p.add_argument(
+        "--qemu-cpu",
+        metavar="MODEL",
+        help="QEMU CPU model for every VM, e.g. qemu64,-pni (default: the first of qemu64 and "
+        "kvm64 that is migration-safe, minus what this host lacks, probed once and cached "
+        "in DBDIR/qemu-host.json)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="debug logging (-vvv: other libraries' debug output too)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="errors only")
@@ -479,6 +506,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         tender_path=ns.tender_path,
         limits=guard.limits_from_args(ns),
         max_block_size=ns.max_block_size,
+        qemu_cpu=ns.qemu_cpu,
     )
     return opts, ns
 

@@ -36,9 +36,12 @@ albatross's conventions wherever they carry over:
   0 on a guest power-off (and on SIGTERM) and 1 on its own errors; both map
   to themselves, so the mapping is safe for guests that never touch 0xf4.
 * **CPUs.**  ``cpus`` vCPUs (``-smp``); ``cpuids`` pin the QEMU process
-  with ``taskset -c``, as albatross pins tenders.  The CPU model is QEMU's
-  ``qemu64``, never ``host``: ``-cpu host`` aborts on nested KVM hosts
-  (``failed to set MSR 0x10a``) and would tie a VM to one CPU family.
+  with ``taskset -c``, as albatross pins tenders.  The CPU model is a named,
+  migration-safe one (``qemu64`` here), never ``host``: ``-cpu host`` aborts
+  on nested KVM hosts (``failed to set MSR 0x10a``) and would tie a VM to
+  one CPU family.  albatrossd switches off what the host lacks
+  (``qemu64,-pni`` on these nested hosts), so QEMU prints no warning on the
+  console: :mod:`albatross_py.virt.qemu_host` probes and caches it.
 
 Machine type (``machine="auto"``): ``microvm`` when the VM boots a kernel and
 has no devices, since it starts in ~65 ms against ~145 ms for ``pc`` with
