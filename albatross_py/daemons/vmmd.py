@@ -114,6 +114,8 @@ class Options:
     max_block_size: int | None = None
     #: ``--qemu-cpu``: the QEMU CPU model; None: probed (virt/qemu_host.py).
     qemu_cpu: str | None = None
+    #: ``--qemu-accel``: kvm, tcg or auto (a VM's ``qemu.accel=`` overrides it).
+    qemu_accel: str = "auto"
 
 
 class Vmmd:
@@ -314,7 +316,10 @@ def make_backends(
     from albatross_py.virt.qemu import QemuOptions
 
     cpu = qemu_cpu or opts.qemu_cpu
-    options = QemuOptions.for_host(**({"cpu_model": cpu} if cpu else {}))
+    overrides: dict[str, object] = {"accel": opts.qemu_accel}
+    if cpu:
+        overrides["cpu_model"] = cpu
+    options = QemuOptions.for_host(**overrides)
     backends[Typ.QEMU] = QemuBackend(layout, options)
     return backends
 
@@ -491,6 +496,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         "kvm64 that is migration-safe, minus what this host lacks, probed once and cached "
         "in DBDIR/qemu-host.json)",
     )
+    p.add_argument(
+        "--qemu-accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="QEMU accelerator (default auto: KVM, QEMU's TCG where KVM cannot be "
+        "opened); a VM's argv word qemu.accel=kvm|tcg|auto overrides it",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="debug logging (-vvv: other libraries' debug output too)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="errors only")
@@ -507,6 +519,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, argparse.Namespa
         limits=guard.limits_from_args(ns),
         max_block_size=ns.max_block_size,
         qemu_cpu=ns.qemu_cpu,
+        qemu_accel=ns.qemu_accel,
     )
     return opts, ns
 

@@ -29,6 +29,12 @@ albatross's conventions wherever they carry over:
 * **Control.**  A QMP socket next to the image (``<tmpdir>/<name>.qmp``):
   the supervisor asks it whether the VM is still running, because a KVM
   emulation failure leaves QEMU alive with the VM paused (HOST-FACTS).
+* **Settings.**  argv words ``qemu.accel=kvm|tcg|auto`` (this VM's
+  accelerator; default albatrossd's ``--qemu-accel``) and
+  ``qemu.shutdown=signal|acpi`` are taken out of the kernel command line.
+  ``signal`` (the default): a destroy sends SIGTERM, as albatross does to
+  its tenders, and QEMU exits at once; ``acpi``: the ACPI power button first
+  and half the stop grace for the guest to power off cleanly.
 * **Exit status.**  Every VM gets isa-debug-exit at port 0xf4: a guest that
   writes N there makes QEMU exit with ``(N << 1) | 1``, which
   :func:`guest_exit_code` maps back to N, so test guests (ours:
@@ -91,6 +97,11 @@ FAILED_RUN_STATES = frozenset({"internal-error", "guest-panicked", "io-error"})
 POWERDOWN_QMP_TIMEOUT = 2.0
 
 Accel = Literal["kvm", "tcg", "auto"]
+Shutdown = Literal["signal", "acpi"]
+ACCELS: tuple[Accel, ...] = ("kvm", "tcg", "auto")
+SHUTDOWNS: tuple[Shutdown, ...] = ("signal", "acpi")
+#: argv words with this prefix are settings for QEMU, not kernel arguments.
+SETTING_PREFIX = "qemu."
 MachineChoice = Literal["auto", "microvm", "pc"]
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -161,6 +172,10 @@ class QemuVm:
     append: str | None = None
     nets: tuple[QemuNet, ...] = ()
     disks: tuple[QemuDisk, ...] = ()
+    #: ``qemu.accel=`` from the VM's argv; None: the daemon's ``--qemu-accel``.
+    accel: Accel | None = None
+    #: ``qemu.shutdown=``: how a destroy ends the VM.
+    shutdown: Shutdown = "signal"
 
     @property
     def disk_boot(self) -> bool:
@@ -245,7 +260,7 @@ def command_line(vm: QemuVm, options: QemuOptions | None = None) -> list[str]:
     argv += ["-machine", machine.name]
     if machine.bios is not None:
         argv += ["-bios", os.fspath(machine.bios)]
-    argv += accel_args(o.accel)
+    argv += accel_args(vm.accel or o.accel)
     argv += ["-cpu", o.cpu_model, "-m", str(vm.memory), "-smp", str(vm.cpus)]
     argv += ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"]
     if o.debug_exit:
@@ -324,6 +339,38 @@ def split_blocks(
     return initrd, disks
 
 
+@dataclass(frozen=True, slots=True)
+class VmSettings:
+    """The ``qemu.<key>=<value>`` words of a VM's argv (see the module comment)."""
+
+    accel: Accel | None = None
+    shutdown: Shutdown = "signal"
+
+
+def split_settings(argv: Sequence[str]) -> tuple[VmSettings, list[str]]:
+    """(settings, the kernel's own arguments): ``qemu.accel=kvm|tcg|auto`` and
+    ``qemu.shutdown=signal|acpi`` are ours and never reach the kernel; any other
+    ``qemu.`` word is refused, so a typo is not silently passed to the guest."""
+    accel: Accel | None = None
+    shutdown: Shutdown = "signal"
+    rest: list[str] = []
+    for word in argv:
+        if not word.startswith(SETTING_PREFIX):
+            rest.append(word)
+            continue
+        key, sep, value = word[len(SETTING_PREFIX) :].partition("=")
+        if key == "accel" and sep and value in ACCELS:
+            accel = value  # type: ignore[assignment]
+        elif key == "shutdown" and sep and value in SHUTDOWNS:
+            shutdown = value  # type: ignore[assignment]
+        else:
+            raise QemuConfigError(
+                f"unknown QEMU setting {word!r} (qemu.accel=kvm|tcg|auto,"
+                " qemu.shutdown=signal|acpi)"
+            )
+    return VmSettings(accel, shutdown), rest
+
+
 def vm_of_config(
     layout: Layout,
     name: Name,
@@ -342,6 +389,7 @@ def vm_of_config(
         )
     boots_kernel = bool(config.image) if kernel is None else kernel
     initrd, disks = split_blocks(name, config)
+    settings, args = split_settings(config.argv or ())
     if initrd is not None and not boots_kernel:
         raise QemuConfigError("an initrd block needs a kernel image")
     nets = tuple(
@@ -355,9 +403,11 @@ def vm_of_config(
         qmp_socket=qmp_socket_path(layout, name),
         kernel=layout.image_file(name) if boots_kernel else None,
         initrd=layout.block_file(initrd) if initrd is not None else None,
-        append=" ".join(config.argv) if config.argv else None,
+        append=" ".join(args) if args else None,
         nets=nets,
         disks=tuple(QemuDisk(layout.block_file(b), size) for b, size in disks),
+        accel=settings.accel,
+        shutdown=settings.shutdown,
     )
 
 
@@ -367,6 +417,7 @@ def vm_of_config(
 @dataclass(frozen=True, slots=True)
 class QemuPrepared(Prepared):
     qmp_socket: Path
+    shutdown: Shutdown = "signal"
 
 
 def find_qboot(candidates: Sequence[Path] = QBOOT_PATHS) -> Path | None:
@@ -408,6 +459,7 @@ class QemuBackend(Backend):
             image=image,
             host_bridges=tuple(n.host_bridge for n in config.bridges),
             qmp_socket=vm.qmp_socket,
+            shutdown=vm.shutdown,
         )
 
     def vm(self, prepared: Prepared, taps: Sequence[str]) -> QemuVm:
@@ -441,16 +493,19 @@ class QemuBackend(Backend):
     async def stop(
         self, prepared: Prepared, vm: VmProcess, grace: float = DEFAULT_STOP_GRACE
     ) -> tuple[ExitStatus, Rusage]:
-        """ACPI power button first (a Linux guest shuts down cleanly), then half the
-        grace for SIGTERM, then SIGKILL."""
-        if isinstance(prepared, QemuPrepared) and vm.running:
+        """SIGTERM (QEMU exits at once, as albatross's tenders do), SIGKILL after
+        ``grace``.  With ``qemu.shutdown=acpi`` the ACPI power button first (a
+        Linux guest shuts down cleanly), half the grace for the guest to power
+        off, then SIGTERM and SIGKILL in the other half."""
+        if isinstance(prepared, QemuPrepared) and prepared.shutdown == "acpi" and vm.running:
             with contextlib.suppress(QmpError, OSError, trio.BrokenResourceError):
                 with trio.move_on_after(POWERDOWN_QMP_TIMEOUT):
                     async with open_qmp(prepared.qmp_socket) as qmp:
                         await qmp.system_powerdown()
                 with trio.move_on_after(grace / 2):
                     return await vm.wait()
-        return await vm.stop(grace / 2)
+            return await vm.stop(grace / 2)
+        return await vm.stop(grace)
 
     async def watch(self, prepared: Prepared, vm: VmProcess) -> str:
         """Poll QMP: a VM that stopped running (KVM internal error, guest panic)
@@ -492,6 +547,7 @@ __all__ = [
     "QemuOptions",
     "QemuPrepared",
     "QemuVm",
+    "VmSettings",
     "accel_args",
     "choose_machine",
     "command_line",
@@ -500,5 +556,6 @@ __all__ = [
     "pin_prefix",
     "qmp_socket_path",
     "split_blocks",
+    "split_settings",
     "vm_of_config",
 ]

@@ -249,3 +249,19 @@ async def test_console_shows_no_qemu_warning(tmp_path: Path, kernel: bytes) -> N
             [*argv[: argv.index("-append") + 1], "exit=3"], capture_output=True, timeout=20
         )
         assert b"qemu-system-x86_64: warning" in r.stdout + r.stderr, r
+
+
+async def test_destroy_by_signal_and_by_acpi(tmp_path: Path, kernel: bytes) -> None:
+    """Destroy signals QEMU (albatross's way); ``qemu.shutdown=acpi`` asks the guest
+    first.  Either way the reply comes once the process is reaped."""
+    async with stack(tmp_path) as s:
+        for name, extra in (("sig", ()), ("acpi", ("qemu.shutdown=acpi",))):
+            cfg = qemu(kernel, *extra, "run")
+            assert await s.call(name, UnikernelCreate(cfg)) == ReplyString("created unikernel")
+            await console_lines(s, name, "tinyguest: booted")
+            vm = s.sup.resources.find_unikernel(Name.of_string(name))
+            assert vm.prepared.shutdown == (extra[0].split("=")[1] if extra else "signal")
+            assert "qemu.shutdown=acpi" not in vm.process.argv[-1]
+            reply = await s.call(name, UnikernelDestroy())
+            assert reply == ReplyString("destroyed unikernel")
+            assert vm.process.result is not None and vm.process.pid not in qemu_pids()

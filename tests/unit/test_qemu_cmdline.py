@@ -263,3 +263,22 @@ def test_pin_prefix_and_required_commands() -> None:
     assert qemu.pin_prefix(frozenset({2, 0, 10})) == ["taskset", "-c", "0,2,10"]
     assert QemuBackend(LAYOUT, OPTIONS).required_commands() == ("true", "taskset")
     assert QemuBackend(LAYOUT, OPTIONS, pin=False).required_commands() == ("true",)
+
+
+def test_qemu_settings_in_argv() -> None:
+    from albatross_py.virt.qemu import VmSettings, split_settings
+
+    settings, rest = split_settings(["console=ttyS0", "qemu.accel=tcg", "qemu.shutdown=acpi", "x"])
+    assert settings == VmSettings("tcg", "acpi") and rest == ["console=ttyS0", "x"]
+    assert split_settings(["a"]) == (VmSettings(None, "signal"), ["a"])
+    for bad in ("qemu.accel=xen", "qemu.shutdown", "qemu.mem=1", "qemu.accel"):
+        with pytest.raises(QemuConfigError, match="unknown QEMU setting"):
+            split_settings([bad])
+    config = UnikernelConfig(typ=Typ.QEMU, image=b"k", argv=("qemu.accel=tcg", "run"))
+    vm = qemu.vm_of_config(LAYOUT, NAME, config, [])
+    assert vm.append == "run" and vm.accel == "tcg"
+    argv = qemu.command_line(vm, QemuOptions(qboot=QBOOT, accel="auto"))
+    assert argv[argv.index("-accel") : argv.index("-accel") + 3] == ["-accel", "tcg", "-cpu"]
+    acpi = UnikernelConfig(typ=Typ.QEMU, image=b"k", argv=("qemu.shutdown=acpi",))
+    only = qemu.vm_of_config(LAYOUT, NAME, acpi, [])
+    assert only.append is None and only.shutdown == "acpi" and only.accel is None
