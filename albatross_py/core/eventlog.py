@@ -199,12 +199,13 @@ def fields(event: ev.Event) -> list[tuple[str, str]]:
                 ("blocks", _pairs(blocks)),
                 ("digest", digest.hex()),
             ]
-        case ev.UnikernelExited(_, pid, code, signal):
+        case ev.UnikernelExited(_, pid, code, signal, reason):
+            why = [] if reason is None else [("reason", reason)]
             if code is not None:
-                return [("pid", str(pid)), ("exit-code", str(code))]
+                return [("pid", str(pid)), ("exit-code", str(code)), *why]
             if signal is not None:
-                return [("pid", str(pid)), ("signal", str(signal))]
-            return [("pid", str(pid)), ("status", "unknown")]
+                return [("pid", str(pid)), ("signal", str(signal)), *why]
+            return [("pid", str(pid)), ("status", "unknown"), *why]
         case ev.UnikernelRestarting(_, reason):
             return [("reason", reason)]
         case ev.PolicyChanged(_, None) | ev.BlockChanged(_, None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 
 import trio
@@ -29,6 +30,8 @@ from albatross_py.wire import WireError
 from albatross_py.wire.messages import (
     Command,
     ConsoleAdd,
+    ConsoleSubscribe,
+    DataConsole,
     Failure,
     Header,
     ReplyEmpty,
@@ -39,6 +42,12 @@ from albatross_py.wire.messages import (
 from albatross_py.wire.names import Name
 
 log = logging.getLogger("albatrossd")
+
+#: Console lines quoted when a VM exits on its own or fails to start.
+TAIL_LINES = 5
+#: Bounds reading them (a local round trip; the history is sent in one write).
+TAIL_TIMEOUT = 1.0
+TAIL_QUIET = 0.05
 
 #: ``vmmdev`` prefix of a QEMU VM in ``Stats_add``: the rest is its QMP socket.
 QMP_VMMDEV_PREFIX = "qmp:"
@@ -127,6 +136,34 @@ class ConsoleLink(_Link):
                     await self.close()
                     msg = "no answer" if isinstance(exc, trio.TooSlowError) else str(exc)
                     raise PeerError(f"albatross-console: {msg}") from None
+
+    async def tail(self, name: Name, since: datetime, count: int = TAIL_LINES) -> list[str]:
+        """The VM's last ``count`` console lines since ``since`` (its tender's
+        stderr included), or [] if albatross-console cannot say.  A
+        subscription on a connection of its own: the history comes in one
+        write right after the reply."""
+        lines: list[str] = []
+        with trio.move_on_after(TAIL_TIMEOUT):
+            try:
+                stream = FramedStream(await connect_unix(self.socket))
+                async with stream:
+                    cmd = ConsoleSubscribe(since=since)
+                    await stream.write_wire(Wire(Header(name=name), cmd))
+                    reply = await stream.read_wire()
+                    if reply is None or isinstance(reply.payload, Failure):
+                        return lines
+                    while True:
+                        with trio.move_on_after(TAIL_QUIET):
+                            data = await stream.read_wire()
+                            if data is None:
+                                break
+                            if isinstance(data.payload, DataConsole):
+                                lines.append(data.payload.line.decode("utf-8", "replace"))
+                            continue
+                        break
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, WireError):
+                pass
+        return lines[-count:]
 
 
 class StatsLink(_Link):

@@ -54,6 +54,9 @@ from albatross_py.wire.types import (
 
 log = logging.getLogger("albatrossd")
 
+#: Before asking albatross-console for the last lines of a VM that ended.
+TAIL_SETTLE = 0.02
+
 #: albatross's ``max_int``: the console ring limit for the root path.
 MAX_INT = 2**62 - 1
 
@@ -278,7 +281,21 @@ class Supervisor:
             await process.stop(0)
 
         undo.append(kill)
+        try:
+            await backend.wait_ready(prep, process)
+        except BackendError as exc:
+            tail = await self._console_tail(name, process)
+            raise OperationError(f"could not create unikernel: {exc}{tail}") from None
         return Vm(name, config, prep, backend, process, tuple(taps), process.started)
+
+    async def _console_tail(self, name: Name, process: VmProcess) -> str:
+        """``": <last console lines>"`` of a process that ended, or ``""``.
+
+        The console daemon reads the FIFO to its end on its own time; a
+        moment's wait lets it take in what the tender wrote last."""
+        await trio.sleep(TAIL_SETTLE)
+        lines = await self.console.tail(name, process.started)
+        return ": " + " | ".join(line.strip() for line in lines) if lines else ""
 
     async def _release_host(self, vm: Vm) -> None:
         """Free what the VM held on the host, once (the monitor or a stop does it)."""
@@ -322,11 +339,21 @@ class Supervisor:
         if crash is not None and vm.claimed_by is None:
             status = ExitStatus.exited(CRASH_EXIT_CODE)
         vm.status = (status, raw[1])
+        reason: str | None = crash
+        if vm.claimed_by is None and not self.shutting_down:
+            # it ended on its own: say why, in its own (or its tender's) words
+            tail = (await self._console_tail(vm.name, vm.process)).removeprefix(": ")
+            reason = "; ".join(r for r in (crash, tail) if r) or None
         with trio.CancelScope(shield=True):
             await self._release_host(vm)
         vm.exited.set()
-        log.info("unikernel %s (PID %d) stopped with %s", vm.name, vm.process.pid, status)
-        self.events.emit(ev.UnikernelExited(vm.name, vm.process.pid, status.code, status.signal))
+        log.info(
+            "unikernel %s (PID %d) stopped with %s%s",
+            vm.name, vm.process.pid, status, f": {reason}" if reason else "",
+        )  # fmt: skip
+        self.events.emit(
+            ev.UnikernelExited(vm.name, vm.process.pid, status.code, status.signal, reason)
+        )
         if vm.claimed_by is not None or self.shutting_down:
             return
         async with self.lock:

@@ -113,6 +113,12 @@ class Backend(abc.ABC):
             argv, fifo, fifo_timeout=fifo_timeout, rdwr_fallback=rdwr_fallback
         )
 
+    async def wait_ready(self, prepared: Prepared, vm: process.VmProcess) -> None:
+        """Return once the VM is past its tender's own start-up checks; raise
+        :class:`BackendError` if the process exited before.  Default: at once
+        (a solo5 tender has no way to say so)."""
+        return None
+
     async def stop(
         self, prepared: Prepared, vm: process.VmProcess, grace: float = DEFAULT_STOP_GRACE
     ) -> tuple[process.ExitStatus, Rusage]:

@@ -93,6 +93,8 @@ from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
 WATCH_INTERVAL = 1.0
 #: QMP run states in which the guest no longer runs while QEMU is alive.
 FAILED_RUN_STATES = frozenset({"internal-error", "guest-panicked", "io-error"})
+#: Bound on QEMU's start-up (command line, kernel, devices) before a create replies.
+READY_TIMEOUT = 5.0
 #: Bound on reaching QMP for a power-down before falling back to signals.
 POWERDOWN_QMP_TIMEOUT = 2.0
 
@@ -489,6 +491,30 @@ class QemuBackend(Backend):
         if code is None or not self.options.debug_exit:
             return status
         return ExitStatus.exited(guest_exit_code(code))
+
+    async def wait_ready(self, prepared: Prepared, vm: VmProcess) -> None:
+        """Until QMP answers ``query-status`` (QEMU opened the kernel, the disks,
+        the taps and runs its main loop) or QEMU exits, whichever comes first:
+        a create whose QEMU refuses its command line fails with QEMU's words
+        instead of succeeding and exiting a moment later.  A QMP that does not
+        answer within :data:`READY_TIMEOUT` lets the create succeed (the
+        watchdog and the exit will tell)."""
+        if not isinstance(prepared, QemuPrepared):
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def exited() -> None:
+                await vm.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(exited)
+            with contextlib.suppress(QmpError, OSError, trio.BrokenResourceError):
+                with trio.move_on_after(READY_TIMEOUT):
+                    async with open_qmp(prepared.qmp_socket, timeout=READY_TIMEOUT) as qmp:
+                        await qmp.query_status(timeout=READY_TIMEOUT)
+            nursery.cancel_scope.cancel()
+        if vm.result is not None:
+            raise BackendError(f"QEMU exited at once ({vm.result[0]})")
 
     async def stop(
         self, prepared: Prepared, vm: VmProcess, grace: float = DEFAULT_STOP_GRACE

@@ -62,6 +62,8 @@ class UnikernelExited(Event):
     pid: int
     code: int | None = None
     signal: int | None = None
+    #: Why, where known: the VM's last console lines for an exit nobody asked for.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

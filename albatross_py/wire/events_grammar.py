@@ -24,7 +24,8 @@ is unpublished (spec 2.8).  Following albatross's append-only rule (spec
             digest OCTET STRING },
         unikernel-exited     [4] SEQUENCE { name Name, pid INTEGER,
             status CHOICE { exit-code [0] INTEGER, signal [1] INTEGER,
-                            unknown [2] NULL } },
+                            unknown [2] NULL },
+            reason UTF8String OPTIONAL },                 -- appended: last console lines
         unikernel-restarting [5] SEQUENCE { name Name, reason UTF8String },
         unikernel-destroyed  [6] Name,
         policy-changed       [7] SEQUENCE { name Name, policy Policy OPTIONAL },
@@ -106,6 +107,7 @@ EVENT_RAW = Choice(
                             },
                         ),
                     ),
+                    Field("reason", Utf8(), optional=True),
                 ]
             ),
         ),
@@ -147,6 +149,7 @@ def event_of_raw(c: tuple[str, Any]) -> ev.Event:
                 v["pid"],
                 code=value if kind == "exit-code" else None,
                 signal=value if kind == "signal" else None,
+                reason=v.get("reason"),
             )
         case "unikernel-restarting":
             return ev.UnikernelRestarting(v["name"], v["reason"])
@@ -175,7 +178,7 @@ def event_to_raw(e: ev.Event) -> tuple[str, Any]:
                 "blocks": [{"name": n, "device": d} for n, d in blocks],
                 "digest": digest,
             }
-        case ev.UnikernelExited(name, pid, code, signal):
+        case ev.UnikernelExited(name, pid, code, signal, reason):
             if code is not None and signal is not None:
                 raise WireError("an exit has an exit code or a signal, not both")
             status: tuple[str, Any] = (
@@ -185,7 +188,8 @@ def event_to_raw(e: ev.Event) -> tuple[str, Any]:
                 if signal is not None
                 else ("unknown", None)
             )
-            return "unikernel-exited", {"name": name, "pid": pid, "status": status}
+            return "unikernel-exited", {"name": name, "pid": pid, "status": status,
+                                        "reason": reason}  # fmt: skip
         case ev.UnikernelRestarting(name, reason):
             return "unikernel-restarting", {"name": name, "reason": reason}
         case ev.UnikernelDestroyed(name):

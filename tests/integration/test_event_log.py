@@ -179,7 +179,12 @@ async def test_lifecycle_events(tmp_path: Path, bridge: str | None) -> None:
                 }
                 assert got[4] == ev.BlockChanged(N("a:disk"), 1)
                 assert isinstance(got[5], ev.UnikernelStarted) and got[5].name == N(":other")
-                assert got[6] == ev.UnikernelExited(N(":other"), got[5].pid, code=3)
+                exited = got[6]
+                assert exited == ev.UnikernelExited(N(":other"), got[5].pid, code=3,
+                                                    reason=exited.reason)  # fmt: skip
+                # it ended on its own: the reason quotes its last console lines
+                assert exited.reason is not None, exited
+                assert exited.reason.endswith("Solo5: solo5_exit(3) called"), exited
                 assert len(got) == 7
 
                 # the subscriber at a: sees only what is below a:, named relative to a:

@@ -265,3 +265,31 @@ async def test_destroy_by_signal_and_by_acpi(tmp_path: Path, kernel: bytes) -> N
             reply = await s.call(name, UnikernelDestroy())
             assert reply == ReplyString("destroyed unikernel")
             assert vm.process.result is not None and vm.process.pid not in qemu_pids()
+
+
+async def test_early_exit_is_explained(tmp_path: Path, kernel: bytes) -> None:
+    """A QEMU that refuses its kernel fails the create with QEMU's own words; a
+    guest that exits by itself has its last console lines as the exit's reason."""
+    from albatross_py.wire.messages import Failure
+
+    async with stack(tmp_path, log=True) as s:
+        bad = qemu(b"\x00not a kernel" * 64, "run")
+        reply = await s.call("bad", UnikernelCreate(bad))
+        assert isinstance(reply, Failure), reply
+        assert "QEMU exited at once" in reply.message, reply
+        assert "invalid kernel header" in reply.message, reply
+        assert s.sup.resources.find_unikernel(Name.of_string("bad")) is None
+        assert list((s.tmpdir / "fifo").iterdir()) == []
+
+        cfg = qemu(kernel, "lines=2", "interval=10", "exit=9")
+        assert await s.call("ex", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        await wait_for(lambda: s.sup.resources.find_unikernel(Name.of_string("ex")) is None)
+        await wait_for(lambda: "unikernel-exited" in _logged(s))
+        (line,) = [ln for ln in _logged(s).splitlines() if "unikernel-exited" in ln]
+        assert "exit-code=9" in line and "reason=" in line, line
+        reason = line.split("reason=", 1)[1]
+        assert "line 2" in reason and "warning" not in reason, line
+
+
+def _logged(s: Stack) -> str:
+    return (s.tmpdir.parent / "log" / "events.log").read_text()
