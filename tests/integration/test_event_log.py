@@ -220,7 +220,10 @@ async def test_lifecycle_events(tmp_path: Path, bridge: str | None) -> None:
         if bridge:
             assert f"taps=service={taps[0]}" in lines[3]
         assert "block-changed a:disk size=1" in lines[-3]
-        assert lines[-1].endswith(f"unikernel-exited :other pid={got[5].pid} exit-code=3")
+        # an exit nobody asked for quotes the VM's last console lines
+        exited = f"unikernel-exited :other pid={got[5].pid} exit-code=3 reason="
+        assert exited in lines[-1]
+        assert "solo5_exit(3) called" in lines[-1].split(" reason=", 1)[1]
 
 
 async def test_reopen_after_rotation(tmp_path: Path) -> None:
