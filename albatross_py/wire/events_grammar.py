@@ -188,8 +188,10 @@ def event_to_raw(e: ev.Event) -> tuple[str, Any]:
                 if signal is not None
                 else ("unknown", None)
             )
-            return "unikernel-exited", {"name": name, "pid": pid, "status": status,
-                                        "reason": reason}  # fmt: skip
+            exited: dict[str, Any] = {"name": name, "pid": pid, "status": status}
+            if reason is not None:  # appended field: absent, not empty, when unknown
+                exited["reason"] = reason
+            return "unikernel-exited", exited
         case ev.UnikernelRestarting(name, reason):
             return "unikernel-restarting", {"name": name, "reason": reason}
         case ev.UnikernelDestroyed(name):
