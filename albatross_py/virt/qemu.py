@@ -95,6 +95,8 @@ WATCH_INTERVAL = 1.0
 FAILED_RUN_STATES = frozenset({"internal-error", "guest-panicked", "io-error"})
 #: Bound on QEMU's start-up (command line, kernel, devices) before a create replies.
 READY_TIMEOUT = 5.0
+#: How long a QEMU whose QMP closed unanswered gets to exit before the create is called good.
+EXIT_SETTLE = 1.0
 #: Bound on reaching QMP for a power-down before falling back to signals.
 POWERDOWN_QMP_TIMEOUT = 2.0
 
@@ -508,10 +510,17 @@ class QemuBackend(Backend):
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(exited)
+            answered = False
             with contextlib.suppress(QmpError, OSError, trio.BrokenResourceError):
                 with trio.move_on_after(READY_TIMEOUT):
                     async with open_qmp(prepared.qmp_socket, timeout=READY_TIMEOUT) as qmp:
                         await qmp.query_status(timeout=READY_TIMEOUT)
+                        answered = True
+            if not answered:
+                # QMP closed without an answer: QEMU is on its way out (it
+                # refused the kernel); let the exit land before deciding
+                with trio.move_on_after(EXIT_SETTLE):
+                    await vm.wait()
             nursery.cancel_scope.cancel()
         if vm.result is not None:
             raise BackendError(f"QEMU exited at once ({vm.result[0]})")
