@@ -301,24 +301,20 @@ def _prepare_dirs(layout: files.Layout) -> None:
         entry.unlink()
 
 
-def make_backends(
-    layout: files.Layout, opts: Options, qemu_cpu: str | None = None
-) -> dict[Typ, Backend]:
+def make_backends(layout: files.Layout, opts: Options, qemu_cpu: str | None) -> dict[Typ, Backend]:
+    """The backends; ``qemu_cpu`` is :func:`qemu_cpu_model`'s answer (None: QEMU's default)."""
     backends: dict[Typ, Backend] = {
         Typ.SOLO5: Solo5Backend(
             layout, search_path=opts.tender_path, drop_path=not opts.no_drop_path
         ),
     }
     try:
-        from albatross_py.virt.qemu import QemuBackend
+        from albatross_py.virt.qemu import QemuBackend, QemuOptions
     except ImportError:  # pragma: no cover - the module ships with the package
         return backends
-    from albatross_py.virt.qemu import QemuOptions
-
-    cpu = qemu_cpu or opts.qemu_cpu
     overrides: dict[str, object] = {"accel": opts.qemu_accel}
-    if cpu:
-        overrides["cpu_model"] = cpu
+    if qemu_cpu:
+        overrides["cpu_model"] = qemu_cpu
     options = QemuOptions.for_host(**overrides)
     backends[Typ.QEMU] = QemuBackend(layout, options)
     return backends

@@ -355,24 +355,21 @@ def split_settings(argv: Sequence[str]) -> tuple[VmSettings, list[str]]:
     """(settings, the kernel's own arguments): ``qemu.accel=kvm|tcg|auto`` and
     ``qemu.shutdown=signal|acpi`` are ours and never reach the kernel; any other
     ``qemu.`` word is refused, so a typo is not silently passed to the guest."""
-    accel: Accel | None = None
-    shutdown: Shutdown = "signal"
+    allowed = {"accel": ACCELS, "shutdown": SHUTDOWNS}
+    settings: dict[str, str] = {}
     rest: list[str] = []
     for word in argv:
         if not word.startswith(SETTING_PREFIX):
             rest.append(word)
             continue
         key, sep, value = word[len(SETTING_PREFIX) :].partition("=")
-        if key == "accel" and sep and value in ACCELS:
-            accel = value  # type: ignore[assignment]
-        elif key == "shutdown" and sep and value in SHUTDOWNS:
-            shutdown = value  # type: ignore[assignment]
-        else:
+        if not sep or value not in allowed.get(key, ()):
             raise QemuConfigError(
                 f"unknown QEMU setting {word!r} (qemu.accel=kvm|tcg|auto,"
                 " qemu.shutdown=signal|acpi)"
             )
-    return VmSettings(accel, shutdown), rest
+        settings[key] = value
+    return VmSettings(**settings), rest  # type: ignore[arg-type]
 
 
 def vm_of_config(
