@@ -1,0 +1,1 @@
+"""Many hosts: etcd client, placement, cluster-wide quota (issue 16)."""

@@ -1,0 +1,741 @@
+"""A small trio-native client of etcd 3.4's v3 JSON gateway, over httpx.
+
+etcd is the cluster's only replicated state (DESIGN "Many hosts").  The gRPC
+clients do not run under trio (HOST-FACTS), so this speaks etcd's grpc-gateway:
+``POST /v3/<service>/<method>`` with a JSON body, over mutual TLS.  The facts
+it relies on (measured against etcd 3.4.23):
+
+* the prefix is ``/v3/`` (``/v3beta/`` is gone in 3.5); keys and values are
+  base64; int64 fields (revisions, lease IDs, TTLs, counts) travel as JSON
+  strings and a field at its zero value is left out (a failed txn has no
+  ``succeeded``, a PUT watch event no ``type``, an expired lease's keepalive
+  no ``TTL``);
+* an error is a non-200 reply ``{"error", "message", "code"}`` with a gRPC
+  status code (5 NotFound for an unknown lease, 11 OutOfRange for a compacted
+  revision, 14 Unavailable while there is no leader, 3 InvalidArgument);
+* streaming calls (``lease/keepalive``, ``watch``) answer newline-delimited
+  JSON objects ``{"result": ...}`` (or ``{"error": ...}``); one keepalive
+  request is one POST, a watch is one long POST that streams events;
+* a watch from a compacted revision is created and then canceled with
+  ``compact_revision``: the caller must read the state anew (range) and watch
+  from there -- :class:`Compacted`;
+* with ``Grpc-Metadata-hasleader: true`` a member cancels a watch when it loses
+  its leader, so a watch on a member cut off from the quorum does not go quiet
+  forever (etcd's own client sets the same metadata).
+
+Failover: every call is tried on the members in turn, starting with the one
+that answered last, until one answers or ``retry_for`` seconds have passed
+(an election takes about 2 s).  A write whose reply was lost may still have
+been applied (HOST-FACTS), so a retried write must be idempotent or guarded by
+a compare in a :meth:`Etcd.txn`; every write the cluster makes is one of those.
+
+Errors: :class:`EtcdError` (etcd refused, with its code), :class:`Unavailable`
+(no member answered), :class:`LeaseLost`, :class:`Compacted`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import trio
+
+log = logging.getLogger(__name__)
+
+#: The gateway's prefix in etcd 3.4 (``/v3beta`` is 3.3's and gone in 3.5).
+PREFIX = "/v3"
+
+# gRPC status codes etcd answers with
+GRPC_INVALID_ARGUMENT = 3
+GRPC_DEADLINE_EXCEEDED = 4
+GRPC_NOT_FOUND = 5
+GRPC_FAILED_PRECONDITION = 9
+GRPC_OUT_OF_RANGE = 11
+GRPC_UNAVAILABLE = 14
+#: codes that say "this member cannot serve now; another may": try the next one
+RETRY_CODES = frozenset({GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE})
+#: etcd's messages for a member without leader / in an election (code 14 or 2)
+_RETRY_MESSAGES = ("no leader", "leader changed", "timed out", "too many requests")
+
+
+class EtcdError(Exception):
+    """etcd refused a request: its gRPC ``code`` and ``message``."""
+
+    def __init__(self, method: str, code: int, message: str, endpoint: str = "") -> None:
+        self.method = method
+        self.code = code
+        self.message = message
+        self.endpoint = endpoint
+        where = f" at {endpoint}" if endpoint else ""
+        super().__init__(f"etcd {method}{where}: {message} (code {code})")
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRY_CODES or any(m in self.message for m in _RETRY_MESSAGES)
+
+
+class Unavailable(EtcdError):
+    """No member answered within the retry time; ``errors`` says what each did."""
+
+    def __init__(self, method: str, errors: Sequence[str]) -> None:
+        self.errors = tuple(errors)
+        last = "; ".join(self.errors[-3:]) or "no endpoints"
+        super().__init__(method, GRPC_UNAVAILABLE, f"no etcd member answered: {last}")
+
+
+class LeaseLost(EtcdError):
+    """A lease expired or was revoked while it was being kept alive."""
+
+    def __init__(self, lease_id: int, why: str = "expired") -> None:
+        self.lease_id = lease_id
+        super().__init__("lease/keepalive", GRPC_NOT_FOUND, f"lease {lease_id:x} {why}")
+
+
+class Compacted(EtcdError):
+    """A watch (or read) asked for revisions etcd has compacted away.
+
+    Read the current state (a range gives its revision) and watch from there.
+    """
+
+    def __init__(self, compact_revision: int, method: str = "watch") -> None:
+        #: the revision etcd compacted up to (0: etcd did not say, as for a range)
+        self.compact_revision = compact_revision
+        upto = f" (compacted up to {compact_revision})" if compact_revision else ""
+        super().__init__(method, GRPC_OUT_OF_RANGE, f"required revision has been compacted{upto}")
+
+
+# -- encoding ---------------------------------------------------------------------
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _unb64(s: str | None) -> bytes:
+    return base64.b64decode(s) if s else b""
+
+
+def as_bytes(k: bytes | str) -> bytes:
+    return k.encode() if isinstance(k, str) else k
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The ``range_end`` that makes a range cover every key starting with ``prefix``.
+
+    etcd's rule: the prefix with its last byte below 0xff incremented and the rest
+    dropped; an all-0xff (or empty) prefix means "to the end": ``b"\\0"``.
+    """
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return b"\0"
+
+
+def _int(d: dict[str, Any], k: str) -> int:
+    return int(d.get(k, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def of_json(cls, d: dict[str, Any]) -> KeyValue:
+        return cls(
+            key=_unb64(d.get("key")),
+            value=_unb64(d.get("value")),
+            create_revision=_int(d, "create_revision"),
+            mod_revision=_int(d, "mod_revision"),
+            version=_int(d, "version"),
+            lease=_int(d, "lease"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    count: int
+    revision: int
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: Literal["PUT", "DELETE"]
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """The events of one watch response (all events of a revision come together)."""
+
+    events: tuple[Event, ...]
+    revision: int
+
+
+# -- txn building (pure) ------------------------------------------------------------
+
+CompareTarget = Literal["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]
+CompareResult = Literal["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
+_TARGET_FIELD = {
+    "VERSION": "version",
+    "CREATE": "create_revision",
+    "MOD": "mod_revision",
+    "VALUE": "value",
+    "LEASE": "lease",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One condition of a txn: ``key``'s ``target`` compared with ``value``."""
+
+    key: bytes
+    target: CompareTarget
+    result: CompareResult
+    value: int | bytes
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.value
+        encoded = _b64(v) if isinstance(v, bytes) else str(v)
+        return {
+            "key": _b64(self.key),
+            "target": self.target,
+            "result": self.result,
+            _TARGET_FIELD[self.target]: encoded,
+        }
+
+
+def absent(key: bytes | str) -> Compare:
+    """``key`` does not exist (its create revision is 0)."""
+    return Compare(as_bytes(key), "CREATE", "EQUAL", 0)
+
+
+def mod_revision_is(key: bytes | str, revision: int) -> Compare:
+    """``key`` was last written at ``revision`` (0: it does not exist)."""
+    return Compare(as_bytes(key), "MOD", "EQUAL", revision)
+
+
+def create_revision_is(key: bytes | str, revision: int) -> Compare:
+    return Compare(as_bytes(key), "CREATE", "EQUAL", revision)
+
+
+def value_is(key: bytes | str, value: bytes | str) -> Compare:
+    return Compare(as_bytes(key), "VALUE", "EQUAL", as_bytes(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: bytes
+    value: bytes
+    lease: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
+        if self.lease:
+            body["lease"] = str(self.lease)
+        return {"request_put": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: bytes
+    prefix: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return {"request_delete_range": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: bytes
+    prefix: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": _b64(self.key)}
+        if self.prefix:
+            body["range_end"] = _b64(prefix_end(self.key))
+        return {"request_range": body}
+
+
+Op = Put | Delete | Get
+
+
+def put(key: bytes | str, value: bytes | str, lease: int = 0) -> Put:
+    return Put(as_bytes(key), as_bytes(value), lease)
+
+
+def delete(key: bytes | str, *, prefix: bool = False) -> Delete:
+    return Delete(as_bytes(key), prefix)
+
+
+def get(key: bytes | str, *, prefix: bool = False) -> Get:
+    return Get(as_bytes(key), prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """If every compare holds, the ``success`` ops run, else the ``failure`` ops: atomically."""
+
+    compare: tuple[Compare, ...] = ()
+    success: tuple[Op, ...] = ()
+    failure: tuple[Op, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "compare": [c.to_json() for c in self.compare],
+            "success": [o.to_json() for o in self.success],
+            "failure": [o.to_json() for o in self.failure],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    #: per op of the branch that ran: a RangeResult for a Get, else the raw reply
+    responses: tuple[RangeResult | dict[str, Any], ...] = field(default=())
+
+
+def _range_result(d: dict[str, Any], revision: int | None = None) -> RangeResult:
+    kvs = tuple(KeyValue.of_json(kv) for kv in d.get("kvs", ()))
+    rev = revision if revision is not None else _int(d.get("header", {}), "revision")
+    return RangeResult(kvs, _int(d, "count"), rev, bool(d.get("more", False)))
+
+
+def txn_result(reply: dict[str, Any]) -> TxnResult:
+    rev = _int(reply.get("header", {}), "revision")
+    out: list[RangeResult | dict[str, Any]] = []
+    for r in reply.get("responses", ()):
+        if "response_range" in r:
+            out.append(_range_result(r["response_range"], rev))
+        else:
+            out.append(r)
+    return TxnResult(bool(reply.get("succeeded", False)), rev, tuple(out))
+
+
+def _error_of(method: str, status: int, text: str, endpoint: str) -> EtcdError:
+    """The error of a non-200 reply, or of an ``{"error": ...}`` message in a stream."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    code, msg = 2, f"HTTP {status}: {text[:200]!r}"
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # in a stream
+            code = int(err.get("grpc_code", err.get("code", 2)))
+            msg = str(err.get("message", err))
+        elif "code" in body:
+            code = int(body["code"])
+            msg = str(body.get("message") or err)
+    if code == GRPC_OUT_OF_RANGE and "compacted" in msg:
+        return Compacted(0, method)
+    return EtcdError(method, code, msg, endpoint)
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+
+def client_ssl_context(
+    ca: str | Path, cert: str | Path | None = None, key: str | Path | None = None
+) -> ssl.SSLContext:
+    """Trust ``ca`` only and present ``cert``/``key`` (mutual TLS).
+
+    httpx 0.28+ takes the context as ``verify=``; its ``cert=`` did not send the
+    certificate (HOST-FACTS).
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), None if key is None else str(key))
+    return ctx
+
+
+# -- the client ---------------------------------------------------------------------
+
+
+class Etcd:
+    """A client of one etcd cluster, given its members' client URLs.
+
+    Use as ``async with Etcd(endpoints, ssl_context=...) as etcd: ...``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = 2.0,
+        retry_for: float = 6.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("no etcd endpoints")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self._current = 0
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self._client = httpx.AsyncClient(
+            verify=ssl_context if ssl_context is not None else True,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 1.0)),
+            headers={"Grpc-Metadata-hasleader": "true"},
+        )
+
+    async def __aenter__(self) -> Etcd:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @property
+    def endpoint(self) -> str:
+        """The member that answered last (tried first next time)."""
+        return self.endpoints[self._current]
+
+    def _rotate(self, bad: int) -> None:
+        if self._current == bad:
+            self._current = (bad + 1) % len(self.endpoints)
+
+    async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``/v3/<method>``: failover across members, then raise."""
+        deadline = time.monotonic() + self.retry_for
+        errors: list[str] = []
+        delay = 0.05
+        while True:
+            for _ in range(len(self.endpoints)):
+                i = self._current
+                ep = self.endpoints[i]
+                try:
+                    r = await self._client.post(f"{ep}{PREFIX}/{method}", json=body)
+                except httpx.HTTPError as e:
+                    errors.append(f"{ep}: {_describe(e)}")
+                    self._rotate(i)
+                    continue
+                if r.status_code == 200:
+                    reply = r.json()
+                    if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+                        err = _error_of(method, r.status_code, r.text, ep)
+                    else:
+                        if "result" in reply and isinstance(reply["result"], dict):
+                            reply = reply["result"]  # a streaming call's first message
+                        return reply
+                else:
+                    err = _error_of(method, r.status_code, r.text, ep)
+                if not err.retryable:
+                    raise err
+                errors.append(f"{ep}: {err.message}")
+                self._rotate(i)
+            if time.monotonic() + delay >= deadline:
+                raise Unavailable(method, errors)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- kv ---------------------------------------------------------------------------
+
+    async def range(
+        self,
+        key: bytes | str,
+        *,
+        prefix: bool = False,
+        range_end: bytes | None = None,
+        revision: int = 0,
+        limit: int = 0,
+        serializable: bool = False,
+        keys_only: bool = False,
+    ) -> RangeResult:
+        """The keys ``key`` (or with the prefix ``key``), at ``revision`` (0: now)."""
+        k = as_bytes(key)
+        body: dict[str, Any] = {"key": _b64(k)}
+        end = prefix_end(k) if prefix else range_end
+        if end is not None:
+            body["range_end"] = _b64(end)
+        if revision:
+            body["revision"] = str(revision)
+        if limit:
+            body["limit"] = str(limit)
+        if serializable:
+            body["serializable"] = True
+        if keys_only:
+            body["keys_only"] = True
+        reply = await self._call("kv/range", body)
+        return _range_result(reply)
+
+    async def get(self, key: bytes | str) -> KeyValue | None:
+        r = await self.range(key)
+        return r.kvs[0] if r.kvs else None
+
+    async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> int:
+        """Write ``key``; returns the revision of the write.  Idempotent: retried."""
+        reply = await self._call("kv/put", put(key, value, lease).to_json()["request_put"])
+        return _int(reply.get("header", {}), "revision")
+
+    async def delete(self, key: bytes | str, *, prefix: bool = False) -> int:
+        """Remove ``key`` (or the prefix); returns how many keys went."""
+        body = delete(key, prefix=prefix).to_json()["request_delete_range"]
+        reply = await self._call("kv/deleterange", body)
+        return _int(reply, "deleted")
+
+    async def txn(self, txn: Txn) -> TxnResult:
+        """Run ``txn`` atomically.
+
+        Retried on another member when a member fails: a txn whose compares
+        guard its writes is safe to rerun (the second run finds them done and
+        fails its compare -- callers that care read back what they wrote).
+        """
+        return txn_result(await self._call("kv/txn", txn.to_json()))
+
+    async def compact(self, revision: int, *, physical: bool = True) -> None:
+        await self._call("kv/compaction", {"revision": str(revision), "physical": physical})
+
+    async def status(self) -> dict[str, Any]:
+        """The answering member's ``maintenance/status`` (version, leader, raft index)."""
+        return await self._call("maintenance/status", {})
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; returns its ID."""
+        reply = await self._call("lease/grant", {"TTL": str(ttl)})
+        return int(reply["ID"])
+
+    async def keepalive_once(self, lease_id: int) -> int:
+        """Refresh the lease; returns its new TTL.  Raises :class:`LeaseLost` if gone."""
+        reply = await self._call("lease/keepalive", {"ID": str(lease_id)})
+        ttl = _int(reply, "TTL")
+        if ttl <= 0:
+            raise LeaseLost(lease_id)
+        return ttl
+
+    async def revoke(self, lease_id: int) -> None:
+        """Revoke the lease (its keys go with it); an unknown lease is no error."""
+        try:
+            await self._call("lease/revoke", {"ID": str(lease_id)})
+        except EtcdError as e:
+            if e.code != GRPC_NOT_FOUND:
+                raise
+
+    async def time_to_live(self, lease_id: int) -> int:
+        """Seconds the lease has left (-1: it does not exist)."""
+        reply = await self._call("lease/timetolive", {"ID": str(lease_id)})
+        return int(reply.get("TTL", 0))
+
+    async def keep_alive(
+        self,
+        lease_id: int,
+        ttl: int,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Refresh the lease every ``ttl/3`` seconds until cancelled.
+
+        Raises :class:`LeaseLost` once etcd says the lease is gone, or once no
+        refresh got through for ``ttl`` seconds (by then etcd has let it expire).
+        """
+        interval = max(ttl / 3, 0.2)
+        task_status.started()
+        last_ok = time.monotonic()
+        while True:
+            await trio.sleep(interval)
+            try:
+                with trio.fail_after(max(last_ok + ttl - time.monotonic(), 0.01)):
+                    await self.keepalive_once(lease_id)
+            except trio.TooSlowError:
+                raise LeaseLost(lease_id, f"not refreshed for {ttl} s") from None
+            except Unavailable as e:
+                if time.monotonic() - last_ok >= ttl:
+                    raise LeaseLost(lease_id, f"not refreshed for {ttl} s") from e
+                continue
+            last_ok = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, ttl: int) -> AsyncIterator[Lease]:
+        """A lease kept alive while the block runs, revoked after it.
+
+        If the lease is lost meanwhile, the block is cancelled and
+        :class:`LeaseLost` raised from the ``async with``.
+        """
+        lease = Lease(await self.grant(ttl), ttl)
+        lost: list[LeaseLost] = []
+        try:
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+
+                    async def keeper() -> None:
+                        try:
+                            await self.keep_alive(lease.id, ttl)
+                        except LeaseLost as e:
+                            lost.append(e)
+                            lease.lost.set()
+                            nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(keeper)
+                    try:
+                        yield lease
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            if not lost:
+                with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+                    try:
+                        await self.revoke(lease.id)
+                    except EtcdError as e:
+                        log.warning("revoking lease %x: %s", lease.id, e)
+        if lost:
+            raise lost[0]
+
+    # -- watch ------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        key: bytes | str,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[WatchBatch]:
+        """The changes to ``key`` (or the prefix) from ``start_revision`` (0: from now).
+
+        A broken stream (member killed, leader lost, ``idle_timeout`` seconds
+        without a message) is resumed on the next member from the revision after
+        the last one delivered, so no event is lost or repeated.  Raises
+        :class:`Compacted` if the revisions asked for are gone, and
+        :class:`Unavailable` if no member takes the watch for ``retry_for`` s.
+        """
+        k = as_bytes(key)
+        next_rev = start_revision
+        errors: list[str] = []
+        failing_since: float | None = None
+        delay = 0.05
+        while True:
+            i = self._current
+            ep = self.endpoints[i]
+            create: dict[str, Any] = {"key": _b64(k), "progress_notify": True}
+            if prefix:
+                create["range_end"] = _b64(prefix_end(k))
+            if next_rev:
+                create["start_revision"] = str(next_rev)
+            if prev_kv:
+                create["prev_kv"] = True
+            timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 1.0), read=idle_timeout)
+            created = False
+            try:
+                async with self._client.stream(
+                    "POST",
+                    f"{ep}{PREFIX}/watch",
+                    json={"create_request": create},
+                    timeout=timeout,
+                ) as r:
+                    if r.status_code != 200:
+                        raise _error_of("watch", r.status_code, (await r.aread()).decode(), ep)
+                    async for line in r.aiter_lines():
+                        if not line.strip():
+                            continue
+                        msg = json.loads(line)
+                        if "error" in msg:
+                            raise _error_of("watch", 200, line, ep)
+                        res = msg.get("result", {})
+                        header_rev = _int(res.get("header", {}), "revision")
+                        if res.get("created"):
+                            created = True
+                            failing_since, delay = None, 0.05
+                            if not next_rev:
+                                next_rev = header_rev + 1
+                        if res.get("canceled"):
+                            compact = _int(res, "compact_revision")
+                            if compact:
+                                raise Compacted(compact)
+                            raise EtcdError(
+                                "watch",
+                                GRPC_UNAVAILABLE,
+                                str(res.get("cancel_reason") or "watch canceled"),
+                                ep,
+                            )
+                        events = tuple(_event(e) for e in res.get("events", ()))
+                        if events:
+                            next_rev = events[-1].kv.mod_revision + 1
+                            yield WatchBatch(events, events[-1].kv.mod_revision)
+                        elif not res.get("created") and header_rev:
+                            # a progress notification: nothing up to header_rev is missing
+                            next_rev = max(next_rev, header_rev + 1)
+                    raise EtcdError("watch", GRPC_UNAVAILABLE, "stream ended", ep)
+            except (httpx.HTTPError, EtcdError, ValueError) as e:
+                if isinstance(e, Compacted):
+                    raise
+                if isinstance(e, EtcdError) and not e.retryable:
+                    raise
+                errors.append(f"{ep}: {_describe(e)}")
+                log.info("watch on %s broke (%s); resuming from revision %d", ep, e, next_rev)
+                self._rotate(i)
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                elif now - failing_since > self.retry_for:
+                    raise Unavailable("watch", errors) from e
+                await trio.sleep(delay if not created else 0)
+                delay = min(delay * 2, 0.5)
+
+
+def _describe(e: BaseException) -> str:
+    """An exception and its causes in one line (httpx's own text may be empty)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen and len(parts) < 4:
+        seen.add(id(cur))
+        text = str(cur)
+        parts.append(f"{type(cur).__name__}: {text}" if text else type(cur).__name__)
+        cur = cur.__cause__ or cur.__context__
+    return " <- ".join(parts)
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """Unwrap a nursery's group of one (the block's own exception, as raised)."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        if len(eg.exceptions) == 1 and not isinstance(eg.exceptions[0], BaseExceptionGroup):
+            raise eg.exceptions[0] from None
+        raise
+
+
+def _event(d: dict[str, Any]) -> Event:
+    prev = d.get("prev_kv")
+    return Event(
+        "DELETE" if d.get("type") == "DELETE" else "PUT",
+        KeyValue.of_json(d.get("kv", {})),
+        None if prev is None else KeyValue.of_json(prev),
+    )
+
+
+@dataclass(slots=True)
+class Lease:
+    """A lease granted by :meth:`Etcd.lease`: its ID, TTL, and whether it was lost."""
+
+    id: int
+    ttl: int
+    lost: trio.Event = field(default_factory=trio.Event)
