@@ -35,7 +35,6 @@ Errors: :class:`EtcdError` (etcd refused, with its code), :class:`Unavailable`
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -44,10 +43,67 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import trio
+
+from albatross_py.cluster.kv import (
+    Compare,
+    Delete,
+    Event,
+    Get,
+    KeyValue,
+    Op,
+    Put,
+    RangeResult,
+    Txn,
+    TxnResult,
+    WatchBatch,
+    absent,
+    as_bytes,
+    b64,
+    create_revision_is,
+    delete,
+    event_of_json,
+    get,
+    int_field,
+    mod_revision_is,
+    prefix_end,
+    put,
+    range_result,
+    txn_result,
+    value_is,
+)
+
+__all__ = [
+    "Compacted",
+    "Compare",
+    "Delete",
+    "Etcd",
+    "EtcdError",
+    "Event",
+    "Get",
+    "KeyValue",
+    "Lease",
+    "LeaseLost",
+    "Op",
+    "Put",
+    "RangeResult",
+    "Txn",
+    "TxnResult",
+    "Unavailable",
+    "WatchBatch",
+    "absent",
+    "client_ssl_context",
+    "create_revision_is",
+    "delete",
+    "get",
+    "mod_revision_is",
+    "prefix_end",
+    "put",
+    "value_is",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,228 +167,6 @@ class Compacted(EtcdError):
         self.compact_revision = compact_revision
         upto = f" (compacted up to {compact_revision})" if compact_revision else ""
         super().__init__(method, GRPC_OUT_OF_RANGE, f"required revision has been compacted{upto}")
-
-
-# -- encoding ---------------------------------------------------------------------
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: str | None) -> bytes:
-    return base64.b64decode(s) if s else b""
-
-
-def as_bytes(k: bytes | str) -> bytes:
-    return k.encode() if isinstance(k, str) else k
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that makes a range cover every key starting with ``prefix``.
-
-    etcd's rule: the prefix with its last byte below 0xff incremented and the rest
-    dropped; an all-0xff (or empty) prefix means "to the end": ``b"\\0"``.
-    """
-    p = bytearray(prefix)
-    while p:
-        if p[-1] < 0xFF:
-            p[-1] += 1
-            return bytes(p)
-        p.pop()
-    return b"\0"
-
-
-def _int(d: dict[str, Any], k: str) -> int:
-    return int(d.get(k, 0))
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-    @classmethod
-    def of_json(cls, d: dict[str, Any]) -> KeyValue:
-        return cls(
-            key=_unb64(d.get("key")),
-            value=_unb64(d.get("value")),
-            create_revision=_int(d, "create_revision"),
-            mod_revision=_int(d, "mod_revision"),
-            version=_int(d, "version"),
-            lease=_int(d, "lease"),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RangeResult:
-    kvs: tuple[KeyValue, ...]
-    count: int
-    revision: int
-    more: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    type: Literal["PUT", "DELETE"]
-    kv: KeyValue
-    prev_kv: KeyValue | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WatchBatch:
-    """The events of one watch response (all events of a revision come together)."""
-
-    events: tuple[Event, ...]
-    revision: int
-
-
-# -- txn building (pure) ------------------------------------------------------------
-
-CompareTarget = Literal["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]
-CompareResult = Literal["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
-_TARGET_FIELD = {
-    "VERSION": "version",
-    "CREATE": "create_revision",
-    "MOD": "mod_revision",
-    "VALUE": "value",
-    "LEASE": "lease",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """One condition of a txn: ``key``'s ``target`` compared with ``value``."""
-
-    key: bytes
-    target: CompareTarget
-    result: CompareResult
-    value: int | bytes
-
-    def to_json(self) -> dict[str, Any]:
-        v = self.value
-        encoded = _b64(v) if isinstance(v, bytes) else str(v)
-        return {
-            "key": _b64(self.key),
-            "target": self.target,
-            "result": self.result,
-            _TARGET_FIELD[self.target]: encoded,
-        }
-
-
-def absent(key: bytes | str) -> Compare:
-    """``key`` does not exist (its create revision is 0)."""
-    return Compare(as_bytes(key), "CREATE", "EQUAL", 0)
-
-
-def mod_revision_is(key: bytes | str, revision: int) -> Compare:
-    """``key`` was last written at ``revision`` (0: it does not exist)."""
-    return Compare(as_bytes(key), "MOD", "EQUAL", revision)
-
-
-def create_revision_is(key: bytes | str, revision: int) -> Compare:
-    return Compare(as_bytes(key), "CREATE", "EQUAL", revision)
-
-
-def value_is(key: bytes | str, value: bytes | str) -> Compare:
-    return Compare(as_bytes(key), "VALUE", "EQUAL", as_bytes(value))
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: bytes
-    value: bytes
-    lease: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
-        if self.lease:
-            body["lease"] = str(self.lease)
-        return {"request_put": body}
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: bytes
-    prefix: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key)}
-        if self.prefix:
-            body["range_end"] = _b64(prefix_end(self.key))
-        return {"request_delete_range": body}
-
-
-@dataclass(frozen=True, slots=True)
-class Get:
-    key: bytes
-    prefix: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key)}
-        if self.prefix:
-            body["range_end"] = _b64(prefix_end(self.key))
-        return {"request_range": body}
-
-
-Op = Put | Delete | Get
-
-
-def put(key: bytes | str, value: bytes | str, lease: int = 0) -> Put:
-    return Put(as_bytes(key), as_bytes(value), lease)
-
-
-def delete(key: bytes | str, *, prefix: bool = False) -> Delete:
-    return Delete(as_bytes(key), prefix)
-
-
-def get(key: bytes | str, *, prefix: bool = False) -> Get:
-    return Get(as_bytes(key), prefix)
-
-
-@dataclass(frozen=True, slots=True)
-class Txn:
-    """If every compare holds, the ``success`` ops run, else the ``failure`` ops: atomically."""
-
-    compare: tuple[Compare, ...] = ()
-    success: tuple[Op, ...] = ()
-    failure: tuple[Op, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "compare": [c.to_json() for c in self.compare],
-            "success": [o.to_json() for o in self.success],
-            "failure": [o.to_json() for o in self.failure],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    #: per op of the branch that ran: a RangeResult for a Get, else the raw reply
-    responses: tuple[RangeResult | dict[str, Any], ...] = field(default=())
-
-
-def _range_result(d: dict[str, Any], revision: int | None = None) -> RangeResult:
-    kvs = tuple(KeyValue.of_json(kv) for kv in d.get("kvs", ()))
-    rev = revision if revision is not None else _int(d.get("header", {}), "revision")
-    return RangeResult(kvs, _int(d, "count"), rev, bool(d.get("more", False)))
-
-
-def txn_result(reply: dict[str, Any]) -> TxnResult:
-    rev = _int(reply.get("header", {}), "revision")
-    out: list[RangeResult | dict[str, Any]] = []
-    for r in reply.get("responses", ()):
-        if "response_range" in r:
-            out.append(_range_result(r["response_range"], rev))
-        else:
-            out.append(r)
-    return TxnResult(bool(reply.get("succeeded", False)), rev, tuple(out))
 
 
 def _error_of(method: str, status: int, text: str, endpoint: str) -> EtcdError:
@@ -468,10 +302,10 @@ class Etcd:
     ) -> RangeResult:
         """The keys ``key`` (or with the prefix ``key``), at ``revision`` (0: now)."""
         k = as_bytes(key)
-        body: dict[str, Any] = {"key": _b64(k)}
+        body: dict[str, Any] = {"key": b64(k)}
         end = prefix_end(k) if prefix else range_end
         if end is not None:
-            body["range_end"] = _b64(end)
+            body["range_end"] = b64(end)
         if revision:
             body["revision"] = str(revision)
         if limit:
@@ -481,7 +315,7 @@ class Etcd:
         if keys_only:
             body["keys_only"] = True
         reply = await self._call("kv/range", body)
-        return _range_result(reply)
+        return range_result(reply)
 
     async def get(self, key: bytes | str) -> KeyValue | None:
         r = await self.range(key)
@@ -490,13 +324,13 @@ class Etcd:
     async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> int:
         """Write ``key``; returns the revision of the write.  Idempotent: retried."""
         reply = await self._call("kv/put", put(key, value, lease).to_json()["request_put"])
-        return _int(reply.get("header", {}), "revision")
+        return int_field(reply.get("header", {}), "revision")
 
     async def delete(self, key: bytes | str, *, prefix: bool = False) -> int:
         """Remove ``key`` (or the prefix); returns how many keys went."""
         body = delete(key, prefix=prefix).to_json()["request_delete_range"]
         reply = await self._call("kv/deleterange", body)
-        return _int(reply, "deleted")
+        return int_field(reply, "deleted")
 
     async def txn(self, txn: Txn) -> TxnResult:
         """Run ``txn`` atomically.
@@ -524,7 +358,7 @@ class Etcd:
     async def keepalive_once(self, lease_id: int) -> int:
         """Refresh the lease; returns its new TTL.  Raises :class:`LeaseLost` if gone."""
         reply = await self._call("lease/keepalive", {"ID": str(lease_id)})
-        ttl = _int(reply, "TTL")
+        ttl = int_field(reply, "TTL")
         if ttl <= 0:
             raise LeaseLost(lease_id)
         return ttl
@@ -633,9 +467,9 @@ class Etcd:
         while True:
             i = self._current
             ep = self.endpoints[i]
-            create: dict[str, Any] = {"key": _b64(k), "progress_notify": True}
+            create: dict[str, Any] = {"key": b64(k), "progress_notify": True}
             if prefix:
-                create["range_end"] = _b64(prefix_end(k))
+                create["range_end"] = b64(prefix_end(k))
             if next_rev:
                 create["start_revision"] = str(next_rev)
             if prev_kv:
@@ -658,14 +492,14 @@ class Etcd:
                         if "error" in msg:
                             raise _error_of("watch", 200, line, ep)
                         res = msg.get("result", {})
-                        header_rev = _int(res.get("header", {}), "revision")
+                        header_rev = int_field(res.get("header", {}), "revision")
                         if res.get("created"):
                             created = True
                             failing_since, delay = None, 0.05
                             if not next_rev:
                                 next_rev = header_rev + 1
                         if res.get("canceled"):
-                            compact = _int(res, "compact_revision")
+                            compact = int_field(res, "compact_revision")
                             if compact:
                                 raise Compacted(compact)
                             raise EtcdError(
@@ -674,7 +508,7 @@ class Etcd:
                                 str(res.get("cancel_reason") or "watch canceled"),
                                 ep,
                             )
-                        events = tuple(_event(e) for e in res.get("events", ()))
+                        events = tuple(event_of_json(e) for e in res.get("events", ()))
                         if events:
                             next_rev = events[-1].kv.mod_revision + 1
                             yield WatchBatch(events, events[-1].kv.mod_revision)
@@ -721,15 +555,6 @@ def _one_error() -> Iterator[None]:
         if len(eg.exceptions) == 1 and not isinstance(eg.exceptions[0], BaseExceptionGroup):
             raise eg.exceptions[0] from None
         raise
-
-
-def _event(d: dict[str, Any]) -> Event:
-    prev = d.get("prev_kv")
-    return Event(
-        "DELETE" if d.get("type") == "DELETE" else "PUT",
-        KeyValue.of_json(d.get("kv", {})),
-        None if prev is None else KeyValue.of_json(prev),
-    )
 
 
 @dataclass(slots=True)

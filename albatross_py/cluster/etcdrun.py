@@ -207,11 +207,12 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is not None and m.proc.poll() is None:
                 m.proc.terminate()
+        deadline = time.monotonic() + grace
         for m in self.members:
             if m.proc is None:
                 continue
             try:
-                m.proc.wait(timeout=grace)
+                m.proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
                 m.proc.kill()
                 m.proc.wait()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from albatross_py.wire.names import Path, path_to_string
 from albatross_py.wire.types import Policy, UnikernelConfig
 
 #: ``usable`` requires more than this much memory (MB): albatross's bound.
@@ -119,4 +120,50 @@ def fine_with_policy(policy: Policy, config: UnikernelConfig) -> None:
         raise PolicyError(
             f"Bridge(s) {_strs(bridges - policy.bridges)} not allowed by policy"
             f" (available: {_strs(policy.bridges)})"
+        )
+
+
+# -- usage of a subtree against its policy (the resource map's refusals) ----------------
+# One copy of albatross's create and block-add messages, for the host's resource map
+# (core.resources) and the cluster-wide ledger (cluster.ledger) alike.
+
+
+def where(path: Path) -> str:
+    """How a refusal names the policy that refused."""
+    return f"policy at path {path_to_string(path)!r}"
+
+
+def check_unikernel_in_subtree(
+    path: Path, p: Policy, *, count: int, used_memory: int, config: UnikernelConfig
+) -> None:
+    """Raise unless one more unikernel ``config`` fits the policy ``p`` at ``path``.
+
+    ``count`` unikernels using ``used_memory`` MB already run below ``path``.
+    """
+    if count + 1 > p.unikernels:
+        raise PolicyError(f"{where(path)}: maximum amount of unikernels ({p.unikernels}) reached")
+    if config.memory > p.memory - used_memory:
+        raise PolicyError(
+            f"{where(path)}: maximum allowed memory ({p.memory}, used {used_memory})"
+            f" would be exceeded (requesting {config.memory})"
+        )
+    if not config.cpuids <= p.cpuids:
+        raise PolicyError(
+            f"{where(path)}: CPUids {_ints(config.cpuids - p.cpuids)} are not allowed by policy"
+        )
+    bridges = host_bridges(config)
+    if not bridges <= p.bridges:
+        raise PolicyError(
+            f"{where(path)}: bridges {_strs(bridges - p.bridges)} not allowed by policy"
+        )
+
+
+def check_block_in_subtree(path: Path, p: Policy, *, used: int, size: int) -> None:
+    """Raise unless ``size`` MB more block storage fits ``p`` at ``path`` (``used`` MB in use)."""
+    if p.block is None:
+        raise PolicyError(f"{where(path)}: no block devices are allowed by policy")
+    if size > p.block - used:
+        raise PolicyError(
+            f"{where(path)}: block device policy limit of {p.block} MB"
+            f" (used {used} MB) would be exceeded by the request ({size} MB)"
         )

@@ -67,7 +67,15 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from albatross_py.core import bounds
 from albatross_py.core.bounds import HostCapacity
-from albatross_py.core.policy import PolicyError, block_fits, host_bridges, is_smaller
+from albatross_py.core.policy import (
+    PolicyError,
+    block_fits,
+    check_block_in_subtree,
+    check_unikernel_in_subtree,
+    host_bridges,
+    is_smaller,
+    where,
+)
 from albatross_py.core.trie import Trie
 from albatross_py.wire.names import ROOT, Name, NameError_, Path, label_of_string, path_to_string
 from albatross_py.wire.types import Policy, UnikernelConfig
@@ -134,10 +142,6 @@ class PolicyChange(enum.Enum):
     ADDED = "added"
     REPLACED = "replaced"
     UNCHANGED = NO_MODIFICATION
-
-
-def _where(path: Path) -> str:
-    return f"policy at path {path_to_string(path)!r}"
 
 
 def _ints(xs: Iterable[int]) -> str:
@@ -418,7 +422,7 @@ class Resources(Generic[R]):
                 try:
                     is_smaller(anode.policy, p)
                 except PolicyError as e:
-                    raise PolicyError(f"{_where(apath)}: {e}") from None
+                    raise PolicyError(f"{where(apath)}: {e}") from None
         node = walked[-1][1] if len(walked) == len(path) + 1 else None
         if node is None:
             return PolicyChange.ADDED
@@ -429,27 +433,27 @@ class Resources(Generic[R]):
         u = node
         if not u.cpuids.keys() <= p.cpuids:
             raise PolicyError(
-                f"{_where(path)}: policy does not allow CPUids {_ints(u.cpuids.keys() - p.cpuids)}"
+                f"{where(path)}: policy does not allow CPUids {_ints(u.cpuids.keys() - p.cpuids)}"
             )
         if not u.bridges.keys() <= p.bridges:
             raise PolicyError(
-                f"{_where(path)}: policy allows bridges {_strs(p.bridges)},"
+                f"{where(path)}: policy allows bridges {_strs(p.bridges)},"
                 f" which is not a superset of {_strs(u.bridges)}"
             )
         if u.count > p.unikernels:
             raise PolicyError(
-                f"{_where(path)}: unikernel would exceed running unikernel limit set by"
+                f"{where(path)}: unikernel would exceed running unikernel limit set by"
                 f" policy to {p.unikernels}, running {u.count}"
             )
         if u.memory > p.memory:
             raise PolicyError(
-                f"{_where(path)}: unikernel would exceed running memory limit set by policy"
+                f"{where(path)}: unikernel would exceed running memory limit set by policy"
                 f" to {p.memory} MB, used {u.memory} MB"
             )
         block = u.block_active + u.block_inactive
         if block > (p.block or 0):
             raise PolicyError(
-                f"{_where(path)}: unikernel would exceed running block storage limit set by"
+                f"{where(path)}: unikernel would exceed running block storage limit set by"
                 f" policy to {p.block or 0} MB, used {block} MB"
             )
         return PolicyChange.ADDED if old is None else PolicyChange.REPLACED
@@ -463,7 +467,7 @@ class Resources(Generic[R]):
             except PolicyError as e:
                 below = path_to_string((*path, *rel.labels()))
                 raise PolicyError(
-                    f"{_where(path)} does not cover the policy at {below!r}: {e}"
+                    f"{where(path)} does not cover the policy at {below!r}: {e}"
                 ) from None
         raise AssertionError("policy aggregates disagree with the policy trie")  # pragma: no cover
 
@@ -518,14 +522,9 @@ class Resources(Generic[R]):
             p = node.policy
             if p is None:
                 continue
-            if p.block is None:
-                raise PolicyError(f"{_where(apath)}: no block devices are allowed by policy")
-            used = node.block_active + node.block_inactive
-            if size > p.block - used:
-                raise PolicyError(
-                    f"{_where(apath)}: block device policy limit of {p.block} MB"
-                    f" (used {used} MB) would be exceeded by the request ({size} MB)"
-                )
+            check_block_in_subtree(
+                apath, p, used=node.block_active + node.block_inactive, size=size
+            )
 
     def add_block(self, name: Name, size: int) -> None:
         """Add an inactive block device of ``size`` MB; raise if refused."""
@@ -611,32 +610,18 @@ class Resources(Generic[R]):
         minus_memory = 0 if old is None else old.memory
         if self.host is not None:
             bounds.check_config_on_host(config, self.host, self._root.memory - minus_memory)
-        bridges = host_bridges(config)
         # every policy from the unikernel's own path up to the root bounds its subtree
         for apath, node in reversed(self._walk(name.path)):
             p = node.policy
             if p is None:
                 continue
-            count = node.count - minus_count
-            used = node.memory - minus_memory
-            if count + 1 > p.unikernels:
-                raise PolicyError(
-                    f"{_where(apath)}: maximum amount of unikernels ({p.unikernels}) reached"
-                )
-            if config.memory > p.memory - used:
-                raise PolicyError(
-                    f"{_where(apath)}: maximum allowed memory ({p.memory}, used {used})"
-                    f" would be exceeded (requesting {config.memory})"
-                )
-            if not config.cpuids <= p.cpuids:
-                raise PolicyError(
-                    f"{_where(apath)}: CPUids {_ints(config.cpuids - p.cpuids)}"
-                    " are not allowed by policy"
-                )
-            if not bridges <= p.bridges:
-                raise PolicyError(
-                    f"{_where(apath)}: bridges {_strs(bridges - p.bridges)} not allowed by policy"
-                )
+            check_unikernel_in_subtree(
+                apath,
+                p,
+                count=node.count - minus_count,
+                used_memory=node.memory - minus_memory,
+                config=config,
+            )
         freed = set() if old is None else set(self.block_names(name, old))
         seen: set[Name] = set()
         for block in self.block_names(name, config):

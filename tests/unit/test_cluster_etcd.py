@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albatross_py.cluster import etcd as E
+from albatross_py.cluster import kv
 
 
 def b64(b: bytes) -> str:
@@ -85,8 +86,8 @@ def test_failed_txn_has_no_succeeded_field() -> None:
 
 
 def test_watch_event_type_absent_means_put() -> None:
-    put = E._event({"kv": {"key": b64(b"a"), "mod_revision": "4", "value": b64(b"1")}})
-    gone = E._event({"type": "DELETE", "kv": {"key": b64(b"a"), "mod_revision": "5"}})
+    put = kv.event_of_json({"kv": {"key": b64(b"a"), "mod_revision": "4", "value": b64(b"1")}})
+    gone = kv.event_of_json({"type": "DELETE", "kv": {"key": b64(b"a"), "mod_revision": "5"}})
     assert (put.type, put.kv.value, put.kv.mod_revision) == ("PUT", b"1", 4)
     assert (gone.type, gone.kv.value, gone.prev_kv) == ("DELETE", b"", None)
 
