@@ -285,7 +285,8 @@ class Supervisor:
                 # e.g. KVM made no progress: the same VM once more under TCG,
                 # on the same taps, FIFO and image (``kill`` stops the new one)
                 log.warning("unikernel %s: %s", name, again.reason)
-                await process.stop(0)
+                process.send_signal(signal.SIGKILL)  # not SIGTERM: QEMU would say so on the console
+                await process.wait()
                 prep = again.prepared
                 await self._console_add(name)  # its reader saw the first writer go
                 process = await backend.start(prep, taps, fifo)
