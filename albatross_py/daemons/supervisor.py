@@ -308,7 +308,11 @@ class Supervisor:
         The console daemon reads the FIFO to its end on its own time; a
         moment's wait lets it take in what the tender wrote last."""
         await trio.sleep(TAIL_SETTLE)
-        lines = await self.console.tail(name, process.started)
+        try:
+            lines = await self.console.tail(name, process.started)
+        except Exception:  # a reason is a nicety: never skip what follows for it
+            log.exception("reading the last console lines of %s", name)
+            return ""
         return ": " + " | ".join(line.strip() for line in lines) if lines else ""
 
     async def _release_host(self, vm: Vm) -> None:
