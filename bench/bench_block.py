@@ -5,11 +5,13 @@ albatross-tls-endpoint run as their own processes; the transfers are made by
 ``albatross-client`` as a user runs it:
 
 * ``set-block`` and ``dump-block`` of one block over the local socket;
-* ``dump-block`` over mutual TLS (a leaf signed on the fly from a tenant CA),
+* both over mutual TLS (a leaf signed on the fly from a tenant CA),
   uncompressed and at the remote default (zlib level 9);
-* the floor, in the same run and interleaved: ``cat`` of the block file to
-  another file on the same filesystem (the bytes read and written once, no
-  protocol).
+* the floor, in the same run and interleaved: ``cat`` of the block file into
+  a unix socket whose other end is written to a file (the bytes read, sent
+  and written once, no protocol).
+
+For each size of ``--sizes`` (default 64 and 256 MiB).
 
 The block is ``--random`` percent random bytes, the rest zeros (a disk image
 is mostly zeros); rounds are interleaved (floor, local, TLS, ...) and the
@@ -21,10 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,36 +79,49 @@ def timed(fn: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
+def cat_to_socket(src: Path, dst: Path) -> None:
+    """The floor: ``cat`` of the file into a unix socket, the other end written to ``dst``."""
+    ours, theirs = socket.socketpair()
+    with ours, dst.open("wb") as out:
+
+        def drain() -> None:
+            while data := ours.recv(1 << 20):
+                out.write(data)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        with theirs:
+            subprocess.run(["cat", str(src)], stdout=theirs, check=True)
+        reader.join()
+
+
+def daemon(env: dict[str, str], module: str, *argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"albatross_py.daemons.{module}", *argv], env=env
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=256, help="block size in MiB")
+    ap.add_argument("--sizes", default="64,256", help="block sizes in MiB, comma-separated")
     ap.add_argument("--random", type=int, default=25, help="percent of random bytes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-tls", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (albatrossd)")
+    sizes = [int(x) for x in args.sizes.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="abench-block-"))
     tmpdir, dbdir, pki = work / "t", work / "d", work / "pki"
     pki.mkdir()
     make_pki(pki)
-    image = work / "image.raw"
-    make_image(image, args.size, args.random)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     client = [str(Path(sys.executable).parent / "albatross-client")]
     local = ["--socket", str(tmpdir / "util" / "vmmd.sock")]
     port = free_port()
-    remote = [
-        "-d",
-        f"127.0.0.1:{port}",
-        "--ca",
-        str(pki / "tenant.pem"),
-        "--ca-key",
-        str(pki / "tenant.key"),
-        "--server-ca",
-        str(pki / "cacert.pem"),
-    ]
+    ca = ["--ca", str(pki / "tenant.pem"), "--ca-key", str(pki / "tenant.key")]
+    remote = ["-d", f"127.0.0.1:{port}", *ca, "--server-ca", str(pki / "cacert.pem")]
 
     def run(*argv: str) -> None:
         subprocess.run(
@@ -113,114 +130,20 @@ def main() -> None:
 
     daemons: list[subprocess.Popen[bytes]] = []
     try:
-        daemons.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "albatross_py.daemons.console",
-                    "--tmpdir",
-                    str(tmpdir),
-                    "--user",
-                    "",
-                    "-q",
-                ],
-                env=env,
-            )
-        )
+        daemons.append(daemon(env, "console", "--tmpdir", str(tmpdir), "--user", "", "-q"))
         wait_for(lambda: (tmpdir / "util" / "console.sock").exists(), "albatross-console")
-        daemons.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "albatross_py.daemons.vmmd",
-                    "--tmpdir",
-                    str(tmpdir),
-                    "--dbdir",
-                    str(dbdir),
-                    "-q",
-                ],
-                env=env,
-            )
-        )
+        daemons.append(daemon(env, "vmmd", "--tmpdir", str(tmpdir), "--dbdir", str(dbdir), "-q"))
         wait_for(lambda: (tmpdir / "util" / "vmmd.sock").exists(), "albatrossd")
         if not args.no_tls:
-            daemons.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "albatross_py.daemons.tls_endpoint",
-                        str(pki / "cacert.pem"),
-                        str(pki / "server.pem"),
-                        str(pki / "server.key"),
-                        "--ip",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--tmpdir",
-                        str(tmpdir),
-                        "--dbdir",
-                        str(dbdir),
-                        "--user",
-                        "",
-                        "-q",
-                    ],
-                    env=env,
-                )
-            )
+            daemons.append(daemon(
+                env, "tls_endpoint", str(pki / "cacert.pem"), str(pki / "server.pem"),
+                str(pki / "server.key"), "--ip", "127.0.0.1", "--port", str(port),
+                "--tmpdir", str(tmpdir), "--dbdir", str(dbdir), "--user", "", "-q",
+            ))  # fmt: skip
             wait_for(lambda: port_open(port), "albatross-tls-endpoint")
-
         run("add-policy", "tenant", "4", "--mem", "1024", "--cpu", "0", "--block", "4096", *local)
-        run("create-block", "tenant:disk", str(args.size), *local)
-        block_file = dbdir / "block" / "tenant:disk"
-        figures: dict[str, list[float]] = {}
-        total0, steal0 = cpu_times()
-        load0 = os.getloadavg()[0]
-        out = work / "out.raw"
-        cases: list[tuple[str, Callable[[], None]]] = [
-            ("floor: cat block file > file", lambda: run_cat(block_file, out)),
-            (
-                "set-block, local socket",
-                lambda: run("set-block", "tenant:disk", str(image), *local),
-            ),
-            (
-                "dump-block, local socket",
-                lambda: run("dump-block", "tenant:disk", "-o", str(out), *local),
-            ),
-        ]
-        if not args.no_tls:
-            cases += [
-                (
-                    "dump-block, TLS, level 0",
-                    lambda: run(
-                        "dump-block", "disk", "-o", str(out), "--compression-level", "0", *remote
-                    ),
-                ),
-                (
-                    "dump-block, TLS, level 9 (default)",
-                    lambda: run("dump-block", "disk", "-o", str(out), *remote),
-                ),
-            ]
-        for _ in range(args.rounds):
-            for label, fn in cases:
-                figures.setdefault(label, []).append(timed(fn))
-                if label.startswith("dump-block") and out.read_bytes() != image.read_bytes():
-                    raise SystemExit(f"{label}: the dumped bytes differ from the image")
-        total1, steal1 = cpu_times()
-        print(
-            f"{args.size} MiB block, {args.random}% random; {args.rounds} rounds interleaved; "
-            f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}, steal "
-            f"{100 * (steal1 - steal0) / max(1, total1 - total0):.1f}%"
-        )
-        floor = statistics.median(figures[cases[0][0]])
-        for label, times in figures.items():
-            med = statistics.median(times)
-            print(
-                f"  {label:38s} median {med:6.2f} s  {args.size / med:7.1f} MiB/s"
-                f"  {med / floor:5.1f}x floor"
-            )
+        for size in sizes:
+            bench_size(args, size, work, dbdir, run, local, remote)
     finally:
         for proc in reversed(daemons):
             proc.send_signal(signal.SIGTERM)
@@ -230,9 +153,68 @@ def main() -> None:
                 proc.kill()
 
 
-def run_cat(src: Path, dst: Path) -> None:
-    with dst.open("wb") as out:
-        subprocess.run(["cat", str(src)], stdout=out, check=True)
+def bench_size(
+    args: argparse.Namespace,
+    size: int,
+    work: Path,
+    dbdir: Path,
+    run: Callable[..., None],
+    local: list[str],
+    remote: list[str],
+) -> None:
+    image, out = work / f"image-{size}.raw", work / "out.raw"
+    make_image(image, size, args.random)
+    block = f"disk{size}"
+    run("create-block", f"tenant:{block}", str(size), *local)
+    block_file = dbdir / "block" / f"tenant:{block}"
+    cases: list[tuple[str, str, Callable[[], None]]] = [
+        ("floor", "cat block file > unix socket > file", lambda: cat_to_socket(block_file, out)),
+        ("set", "set-block, local socket", lambda: run("set-block", f"tenant:{block}",
+                                                       str(image), *local)),
+        ("dump", "dump-block, local socket", lambda: run("dump-block", f"tenant:{block}",
+                                                         "-o", str(out), *local)),
+    ]  # fmt: skip
+    if not args.no_tls:
+        for level in ("0", "9"):
+            cases.append(
+                (
+                    "set",
+                    f"set-block, TLS, level {level}",
+                    lambda level=level: run(
+                        "set-block", block, str(image), "--compression-level", level, *remote
+                    ),
+                )
+            )
+            cases.append(
+                (
+                    "dump",
+                    f"dump-block, TLS, level {level}",
+                    lambda level=level: run(
+                        "dump-block", block, "-o", str(out), "--compression-level", level, *remote
+                    ),
+                )
+            )
+    figures: dict[str, list[float]] = {}
+    total0, steal0 = cpu_times()
+    load0 = os.getloadavg()[0]
+    expected = image.read_bytes()
+    for _ in range(args.rounds):
+        for kind, label, fn in cases:
+            figures.setdefault(label, []).append(timed(fn))
+            if kind != "set" and out.read_bytes() != expected:
+                raise SystemExit(f"{label}: the bytes differ from the image")
+    total1, steal1 = cpu_times()
+    print(
+        f"{size} MiB block, {args.random}% random; {args.rounds} rounds interleaved; "
+        f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}, steal "
+        f"{100 * (steal1 - steal0) / max(1, total1 - total0):.1f}%"
+    )
+    floor = statistics.median(figures[cases[0][1]])
+    for _, label, _ in cases:
+        med = statistics.median(figures[label])
+        print(
+            f"  {label:38s} median {med:6.2f} s  {size / med:7.1f} MiB/s  {med / floor:5.1f}x floor"
+        )
 
 
 if __name__ == "__main__":
