@@ -22,6 +22,11 @@
 #                 the power button (QMP system_powerdown) is pressed
 #   busy          spin with interrupts off, forever (100% of a CPU, no exits)
 #   halt          cli; hlt forever (idle, never exits by itself)
+#   stall         spin with interrupts off before touching any device: no
+#                 banner, no port I/O, no exit at all (what a kernel that
+#                 this host's KVM cannot run looks like; see virt/qemu.py)
+#   kvmstall      the same, but only under KVM (CPUID leaf 0x40000000 says
+#                 "KVMKVMKVM"); elsewhere (TCG) the other words apply
 #   exit=N        exit with code N (1..127) through isa-debug-exit at 0xf4,
 #                 so QEMU's exit status is (N<<1)|1; exit=0 means poweroff
 #   poweroff      ACPI S5 (PIIX4 PM on pc, the GED sleep register on microvm),
@@ -87,6 +92,7 @@
         .set ACT_BUSY, 3
         .set ACT_HALT, 4
         .set ACT_CRASH, 5
+        .set ACT_STALL, 6
 
         .section .text
         .globl _start
@@ -118,18 +124,30 @@ reload_segments:
         movw %ax, %gs
         movw %ax, %ss
 
-        call serial_init
-        call idt_init
-        call detect_machine
-        call timer_init
-        call acpi_init
-
-        # Drop the first word (the kernel's path) from the command line.
+        # Drop the first word (the kernel's path) from the command line and
+        # read the words before any device is touched (memory only), so
+        # `stall` makes no exit at all.
         movl cmdline, %esi
         call skip_spaces
         call skip_word
         call skip_spaces
         movl %esi, cmdline
+        call parse_cmdline
+        cmpl $ACT_STALL, action
+        je do_stall
+        cmpb $0, kvm_stall
+        je 1f
+        movl $0x40000000, %eax          # hypervisor CPUID leaf: "KVMKVMKVM" under KVM
+        cpuid
+        cmpl $0x4b4d564b, %ebx          # "KVMK"
+        je do_stall
+1:
+
+        call serial_init
+        call idt_init
+        call detect_machine
+        call timer_init
+        call acpi_init
 
         movl $msg_booted, %esi
         call puts
@@ -151,7 +169,6 @@ reload_segments:
         movb $'\n', %al
         call putc
 
-        call parse_cmdline
         call print_lines
 
         movl action, %eax
@@ -199,6 +216,10 @@ do_run:
 do_busy:
         movl $msg_busy, %esi
         call puts
+        cli
+1:      jmp 1b
+
+do_stall:
         cli
 1:      jmp 1b
 
@@ -373,6 +394,16 @@ next_word:
         call match_word
         jc 1f
         movl $ACT_HALT, action
+        jmp end_word
+1:      movl $kw_kvmstall, %edi
+        call match_word
+        jc 1f
+        movb $1, kvm_stall
+        jmp end_word
+1:      movl $kw_stall, %edi
+        call match_word
+        jc 1f
+        movl $ACT_STALL, action
         jmp end_word
 1:      movl $kw_poweroff, %edi
         call match_word
@@ -840,6 +871,8 @@ kw_crash:               .asciz "crash"
 kw_run:                 .asciz "run"
 kw_busy:                .asciz "busy"
 kw_halt:                .asciz "halt"
+kw_stall:               .asciz "stall"
+kw_kvmstall:            .asciz "kvmstall"
 kw_poweroff:            .asciz "poweroff"
 empty:                  .asciz ""
 
@@ -862,6 +895,7 @@ cmdline:        .long 0
 lines:          .long 0
 interval:       .long 0
 action:         .long ACT_POWEROFF
+kvm_stall:      .byte 0
 exit_code:      .long 0
 crash_variant:  .long 0
 ticks:          .long 0

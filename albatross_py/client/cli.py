@@ -75,6 +75,7 @@ from albatross_py.virt.solo5_elf import Solo5ImageError, check_manifest, read_ma
 from albatross_py.wire.cert import command_of_certificate
 from albatross_py.wire.codec import encode_wire
 from albatross_py.wire.errors import WireError
+from albatross_py.wire.framing import MAX_IMAGE_SIZE
 from albatross_py.wire.messages import (
     BlockAdd,
     BlockDump,
@@ -165,11 +166,22 @@ def _create(a: argparse.Namespace, remote: bool) -> Plan:
 
 def _create_plan(name: Name, config: UnikernelConfig, force: bool, remote: bool) -> Plan:
     """(Force-)create ``config``; remotely a large image goes as raw chunks after the leaf."""
+    if len(config.image) > MAX_IMAGE_SIZE:
+        how = "compressed, " if config.compressed else ""
+        raise CliError(
+            f"the image is {_mib(len(config.image))} ({how}as sent): a create carries at most"
+            f" {_mib(MAX_IMAGE_SIZE)} (the wire protocol's frame limit); compress it"
+            " (--compression-level 9) or boot a smaller kernel"
+        )
     plan = Plan(name, UnikernelCreate(config, force=force))
     if remote and len(config.image) > INLINE_IMAGE_LIMIT:
         plan.command = UnikernelCreate(replace(config, image=b""), force)
         plan.stream_image = config.image
     return plan
+
+
+def _mib(size: int) -> str:
+    return f"{size} bytes ({size / (1 << 20):.1f} MiB)"
 
 
 def _block_set_plan(name: Name, path: str, level: int, size_mb: int | None) -> Plan:

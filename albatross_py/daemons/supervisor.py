@@ -38,7 +38,7 @@ from albatross_py.daemons.links import ConsoleLink, PeerError, StatsLink, stats_
 from albatross_py.daemons.runtime import RuntimeRecord
 from albatross_py.host import discover, files, net
 from albatross_py.host.process import ProcessError, VmProcess
-from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared
+from albatross_py.virt.base import CRASH_EXIT_CODE, Backend, BackendError, Prepared, Relaunch
 from albatross_py.wire import State, write_state
 from albatross_py.wire import events as ev
 from albatross_py.wire.names import ROOT, Name
@@ -271,10 +271,7 @@ class Supervisor:
                 await net.destroy_tap(tap)
 
             undo.append(remove_tap)
-        try:
-            await self.console.add(name, self._console_limit(name))
-        except PeerError as exc:
-            raise OperationError(f"could not create unikernel: console failed: {exc}") from None
+        await self._console_add(name)
         process = await backend.start(prep, taps, fifo)
 
         async def kill() -> None:
@@ -282,11 +279,28 @@ class Supervisor:
 
         undo.append(kill)
         try:
-            await backend.wait_ready(prep, process)
+            try:
+                await backend.wait_ready(prep, process)
+            except Relaunch as again:
+                # e.g. KVM made no progress: the same VM once more under TCG,
+                # on the same taps, FIFO and image (``kill`` stops the new one)
+                log.warning("unikernel %s: %s", name, again.reason)
+                process.send_signal(signal.SIGKILL)  # not SIGTERM: QEMU would say so on the console
+                await process.wait()
+                prep = again.prepared
+                await self._console_add(name)  # its reader saw the first writer go
+                process = await backend.start(prep, taps, fifo)
+                await backend.wait_ready(prep, process)
         except BackendError as exc:
             tail = await self._console_tail(name, process)
             raise OperationError(f"could not create unikernel: {exc}{tail}") from None
         return Vm(name, config, prep, backend, process, tuple(taps), process.started)
+
+    async def _console_add(self, name: Name) -> None:
+        try:
+            await self.console.add(name, self._console_limit(name))
+        except PeerError as exc:
+            raise OperationError(f"could not create unikernel: console failed: {exc}") from None
 
     async def _console_tail(self, name: Name, process: VmProcess) -> str:
         """``": <last console lines>"`` of a process that ended, or ``""``.
@@ -294,7 +308,11 @@ class Supervisor:
         The console daemon reads the FIFO to its end on its own time; a
         moment's wait lets it take in what the tender wrote last."""
         await trio.sleep(TAIL_SETTLE)
-        lines = await self.console.tail(name, process.started)
+        try:
+            lines = await self.console.tail(name, process.started)
+        except Exception:  # a reason is a nicety: never skip what follows for it
+            log.exception("reading the last console lines of %s", name)
+            return ""
         return ": " + " | ".join(line.strip() for line in lines) if lines else ""
 
     async def _release_host(self, vm: Vm) -> None:

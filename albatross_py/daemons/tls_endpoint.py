@@ -106,8 +106,9 @@ from albatross_py.transport import (
     socket_path,
     systemd_listener,
 )
-from albatross_py.wire import MAX_FRAME_SIZE, WireError
+from albatross_py.wire import WireError
 from albatross_py.wire import events as ev
+from albatross_py.wire.framing import MAX_IMAGE_SIZE
 from albatross_py.wire.messages import (
     BlockAddOld,
     BlockSet,
@@ -136,10 +137,6 @@ DEFAULT_PORT = 1025
 #: user albatross through its service units).
 DEFAULT_USER = "albatross"
 
-#: Largest image (or legacy block data) a client may stream before a create.
-#: The image then travels inline in one frame to albatrossd, whose frame limit
-#: is MAX_FRAME_SIZE; one MiB is left for the rest of the create command.
-MAX_IMAGE_SIZE = MAX_FRAME_SIZE - 1024 * 1024
 #: A client must finish the handshake within this time (slowloris bound): the
 #: default of the endpoint's ``--request-timeout``, since the certificate is
 #: the request.

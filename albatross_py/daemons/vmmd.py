@@ -253,10 +253,11 @@ class Vmmd:
             return
         try:
             await framed.write_wire(Wire(header, ReplyBlockDeviceImage(cmd.compression_level != 0)))
-            async for chunk in files.dump_block(
-                self.sup.layout, header.name, cmd.compression_level
-            ):
+
+            async def send(chunk: bytes) -> None:
                 await framed.write_wire(Wire(header, DataBlock(chunk)))
+
+            await files.send_block(self.sup.layout, header.name, cmd.compression_level, send)
             await framed.write_wire(Wire(header, DataBlock(None)))
         except (files.HostFileError, OSError) as exc:
             await framed.write_wire(Wire(header, Failure(str(exc))))

@@ -46,6 +46,18 @@ class BackendError(Exception):
     """A VM cannot be prepared or started; the message is albatross's wording."""
 
 
+class Relaunch(BackendError):
+    """Raised by :meth:`Backend.wait_ready`: this start cannot work, but the
+    same VM started as ``prepared`` says may (e.g. under TCG where KVM made no
+    progress).  The supervisor stops the process and starts ``prepared`` once
+    in its place, keeping everything else it allocated."""
+
+    def __init__(self, prepared: Prepared, reason: str) -> None:
+        super().__init__(reason)
+        self.prepared = prepared
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A checked VM, ready for allocation and start.
@@ -115,8 +127,9 @@ class Backend(abc.ABC):
 
     async def wait_ready(self, prepared: Prepared, vm: process.VmProcess) -> None:
         """Return once the VM is past its tender's own start-up checks; raise
-        :class:`BackendError` if the process exited before.  Default: at once
-        (a solo5 tender has no way to say so)."""
+        :class:`BackendError` if the process exited before, or :class:`Relaunch`
+        to be started once more another way.  Default: at once (a solo5 tender
+        has no way to say so)."""
         return None
 
     async def stop(
@@ -139,4 +152,11 @@ class Backend(abc.ABC):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["CRASH_EXIT_CODE", "DEFAULT_STOP_GRACE", "Backend", "BackendError", "Prepared"]
+__all__ = [
+    "CRASH_EXIT_CODE",
+    "DEFAULT_STOP_GRACE",
+    "Backend",
+    "BackendError",
+    "Prepared",
+    "Relaunch",
+]

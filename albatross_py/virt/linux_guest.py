@@ -50,6 +50,7 @@ import json
 import lzma
 import os
 import re
+import shlex
 import stat
 import struct
 import subprocess
@@ -89,11 +90,12 @@ fail() { say "ping failed ($*)"; poweroff -f; }
 for m in $(cat /lib/modules/load-order); do
   insmod "/lib/modules/$m.ko" || say "insmod $m failed"
 done
-ip= target=
+ip= target= then=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     albatross.ip=*) ip="${arg#albatross.ip=}" ;;
     albatross.ping=*) target="${arg#albatross.ping=}" ;;
+    albatross.then=*) then="${arg#albatross.then=}" ;;
   esac
 done
 [ -n "$ip" ] && [ -n "$target" ] || fail "no albatross.ip= or albatross.ping= on the command line"
@@ -112,11 +114,15 @@ if ping -c 3 -i 0.2 -w 20 "$target"; then
 else
   echo "LINUX-GUEST: ping failed"
 fi
+if [ "$then" = stay ]; then
+  say "staying up"
+  while :; do sleep 3600; done
+fi
 poweroff -f
 """
 
 #: Changes to these invalidate cached builds.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 class LinuxGuestError(RuntimeError):
@@ -136,25 +142,70 @@ class LinuxGuest:
     busybox_version: str
 
 
-def kernel_cmdline(ip: str, ping: str, *, extra: Iterable[str] = ()) -> str:
+def kernel_cmdline(
+    ip: str, ping: str, *, extra: Iterable[str] = (), stay: bool = False, loglevel: int = 4
+) -> str:
     """The command line for a guest that takes ``ip`` (CIDR) and pings ``ping``.
 
     ``panic=-1`` reboots on a panic, which QEMU's ``-no-reboot`` turns into an
-    exit, so a broken guest ends instead of hanging.  ``loglevel=4`` keeps
-    the boot log off the console (pass ``loglevel=7`` in ``extra`` to see
-    it); ``mitigations=off``, ``tsc=reliable`` and ``no_timer_check`` skip
-    work that costs seconds under TCG (measured: about 30% off the time to
-    the ping, interleaved runs).
+    exit, so a broken guest ends instead of hanging.  ``loglevel=4`` (the
+    default of ``loglevel``) keeps the boot log off the console (7 shows all
+    of it).  ``stay``: after the ping the guest stays up (``albatross.then=stay``)
+    until it is destroyed, instead of powering off.  ``mitigations=off``,
+    ``tsc=reliable`` and ``no_timer_check`` skip work that costs seconds
+    under TCG (measured: about 30% off the time to the ping, interleaved
+    runs).
     """
     for what, value in (("ip", ip), ("ping", ping)):
         if not value or any(c.isspace() for c in value):
             raise ValueError(f"invalid {what} {value!r}")
     if "/" not in ip:
         raise ValueError(f"ip {ip!r} needs a prefix length (10.77.0.2/24)")
-    args = ["console=ttyS0", "panic=-1", "loglevel=4"]
+    args = ["console=ttyS0", "panic=-1", f"loglevel={loglevel}"]
     args += ["mitigations=off", "tsc=reliable", "no_timer_check"]
     args += [f"albatross.ip={ip}", f"albatross.ping={ping}", *extra]
+    if stay:
+        args.append("albatross.then=stay")
     return " ".join(args)
+
+
+#: What :func:`deploy_commands` suggests: a bridge the operator has made with
+#: the host's address (``ip link add service type bridge; ip addr add
+#: 10.77.0.1/24 dev service; ip link set service up``).
+DEPLOY_BRIDGE = "service"
+DEPLOY_HOST_IP = "10.77.0.1"
+DEPLOY_GUEST_IP = "10.77.0.2/24"
+#: Memory for the guest: the kernel, the initramfs unpacked and busybox.
+DEPLOY_MEMORY_MB = 256
+
+
+def deploy_commands(
+    guest: LinuxGuest,
+    *,
+    name: str = "linux",
+    bridge: str = DEPLOY_BRIDGE,
+    ip: str = DEPLOY_GUEST_IP,
+    ping: str = DEPLOY_HOST_IP,
+) -> list[str]:
+    """``albatross-client`` command lines, quoted for a POSIX shell, that deploy
+    ``guest`` as VM ``name`` on ``bridge``: the initramfs as a block device
+    ``<name>-initrd`` (passed to QEMU as ``-initrd``), then the kernel under
+    ``typ qemu`` with the kernel command line as ``--arg`` words."""
+    block = f"{name}-initrd"
+    size_mb = max(1, -(-guest.initrd.stat().st_size // (1 << 20)))
+    create = ["albatross-client", "create", name, str(guest.kernel), "--typ", "qemu"]
+    create += ["--mem", str(DEPLOY_MEMORY_MB), "--net", bridge, "--block", f"initrd:{block}"]
+    # loglevel=6: the kernel's notices too ("Linux version ..."), so a console
+    # attached after the create shows the kernel's lines and then /init's
+    for word in kernel_cmdline(ip, ping, loglevel=6, stay=True).split():
+        create += ["--arg", word]
+    return [
+        shlex.join(["albatross-client", "create-block", block, str(size_mb),
+                    "--data", str(guest.initrd)]),
+        shlex.join(create),
+        shlex.join(["albatross-client", "console", name]),
+        shlex.join(["albatross-client", "destroy", name]),
+    ]  # fmt: skip
 
 
 def default_out_dir() -> Path:
@@ -552,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vmlinuz {guest.vmlinuz}")
     print(f"initrd  {guest.initrd}")
     print(f"# {guest.kernel_package} {guest.kernel_version}, busybox {guest.busybox_version}")
-    print(f"# append: {kernel_cmdline('10.77.0.2/24', '10.77.0.1')}")
+    print(
+        f"# deploy it through albatrossd (add --destination HOST:PORT ... for a remote"
+        f" one); the bridge {DEPLOY_BRIDGE} with {DEPLOY_HOST_IP}/24 must exist:"
+    )
+    for line in deploy_commands(guest):
+        print(line)
     return 0
 
 
@@ -566,6 +622,7 @@ __all__ = [
     "LinuxGuestError",
     "build",
     "default_out_dir",
+    "deploy_commands",
     "extract_vmlinux",
     "initramfs",
     "kernel_cmdline",

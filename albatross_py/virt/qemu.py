@@ -29,6 +29,22 @@ albatross's conventions wherever they carry over:
 * **Control.**  A QMP socket next to the image (``<tmpdir>/<name>.qmp``):
   the supervisor asks it whether the VM is still running, because a KVM
   emulation failure leaves QEMU alive with the VM paused (HOST-FACTS).
+* **Accelerator.**  ``kvm``, ``tcg`` or ``auto`` per VM (argv word
+  ``qemu.accel=``) or per host (albatrossd's ``--qemu-accel``, default
+  ``auto``).  QEMU's own fallback (``-accel kvm -accel tcg``) only covers a
+  KVM that cannot be opened; a nested KVM that opens but cannot run the
+  guest (HOST-FACTS: a Debian kernel spins for minutes without one console
+  line) needs a judgement, made at start-up: once QMP answers and
+  ``query-kvm`` says KVM is in use, the create waits until the vCPUs have
+  made :data:`PROGRESS_EXITS` device exits (port I/O, MMIO or HLT, from
+  ``query-stats``; any booting kernel or firmware makes hundreds within
+  milliseconds: the serial port, the timer, idling).  None within
+  :data:`PROGRESS_WINDOW`: under ``auto`` the VM is started once more under
+  TCG (the create's reply waits; albatrossd's log says so, and later starts
+  of the same image and arguments go straight to TCG); under ``kvm`` the create
+  fails and says to use ``tcg`` or ``auto``.  The judgement is made only at
+  start: a guest later busy with computation and no I/O is healthy.  A VM
+  that KVM paused with an internal error is left to the watchdog below.
 * **Settings.**  argv words ``qemu.accel=kvm|tcg|auto`` (this VM's
   accelerator; default albatrossd's ``--qemu-accel``) and
   ``qemu.shutdown=signal|acpi`` are taken out of the kernel command line.
@@ -74,7 +90,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -83,8 +99,8 @@ import trio
 from albatross_py.core.restart import ExitStatus
 from albatross_py.host.files import Layout
 from albatross_py.host.process import VmProcess
-from albatross_py.virt.base import DEFAULT_STOP_GRACE, Backend, BackendError, Prepared
-from albatross_py.virt.qmp import QmpError, open_qmp
+from albatross_py.virt.base import DEFAULT_STOP_GRACE, Backend, BackendError, Prepared, Relaunch
+from albatross_py.virt.qmp import QmpClient, QmpCommandError, QmpError, StatsResult, open_qmp
 from albatross_py.virt.solo5 import derive_mac, format_mac, uncompressed_image
 from albatross_py.wire.names import Name, NameError_
 from albatross_py.wire.types import BridgeInfo, Rusage, Typ, UnikernelConfig
@@ -99,6 +115,14 @@ READY_TIMEOUT = 5.0
 EXIT_SETTLE = 1.0
 #: Bound on reaching QMP for a power-down before falling back to signals.
 POWERDOWN_QMP_TIMEOUT = 2.0
+#: Device exits (I/O, MMIO, HLT) the vCPUs must make under KVM at start-up ...
+PROGRESS_EXITS = 16
+#: ... within this many seconds of QMP answering (see the module comment).
+PROGRESS_WINDOW = 3.0
+#: How often the start-up probe reads the counters.
+PROGRESS_POLL = 0.05
+#: ``query-stats`` vCPU counters that mean the guest touched a device or idled.
+DEVICE_EXIT_STATS = ("io_exits", "mmio_exits", "halt_exits")
 
 Accel = Literal["kvm", "tcg", "auto"]
 Shutdown = Literal["signal", "acpi"]
@@ -419,6 +443,22 @@ def vm_of_config(
 class QemuPrepared(Prepared):
     qmp_socket: Path
     shutdown: Shutdown = "signal"
+    #: The accelerator this start uses, where the backend chose it (TCG after
+    #: KVM made no progress); None: the VM's ``qemu.accel=`` or the host's.
+    accel: Accel | None = None
+
+
+def device_exits(stats: Sequence[StatsResult]) -> int | None:
+    """The sum of :data:`DEVICE_EXIT_STATS` over the vCPUs of a ``query-stats``
+    answer, or None where KVM reports none of them."""
+    values = [
+        int(entry.values[key])
+        for entry in stats
+        if entry.provider == "kvm"
+        for key in DEVICE_EXIT_STATS
+        if isinstance(entry.values.get(key), int)
+    ]
+    return sum(values) if values else None
 
 
 def find_qboot(candidates: Sequence[Path] = QBOOT_PATHS) -> Path | None:
@@ -436,6 +476,8 @@ class QemuBackend(Backend):
         super().__init__(layout)
         self.options = options if options is not None else QemuOptions.for_host()
         self.pin = pin
+        #: (image digest, argv) KVM made no progress with: ``auto`` starts them under TCG.
+        self.kvm_stalled: set[tuple[bytes, tuple[str, ...]]] = set()
 
     def required_commands(self) -> tuple[str, ...]:
         return (self.options.binary, "taskset") if self.pin else (self.options.binary,)
@@ -453,20 +495,38 @@ class QemuBackend(Backend):
         # Everything the command line checks, with placeholder taps.
         vm = vm_of_config(self.layout, name, config, ["tap0"] * len(config.bridges))
         command_line(vm, self.options)
+        digest = hashlib.sha256(image or b"").digest()
+        accel: Accel | None = None
+        if (vm.accel or self.options.accel) == "auto" and (
+            digest,
+            tuple(config.argv or ()),
+        ) in self.kvm_stalled:
+            accel = "tcg"
         return QemuPrepared(
             name=name,
             config=config,
-            digest=hashlib.sha256(image or b"").digest(),
+            digest=digest,
             image=image,
             host_bridges=tuple(n.host_bridge for n in config.bridges),
             qmp_socket=vm.qmp_socket,
             shutdown=vm.shutdown,
+            accel=accel,
         )
 
     def vm(self, prepared: Prepared, taps: Sequence[str]) -> QemuVm:
-        return vm_of_config(
+        vm = vm_of_config(
             self.layout, prepared.name, prepared.config, taps, kernel=prepared.image is not None
         )
+        if isinstance(prepared, QemuPrepared) and prepared.accel is not None:
+            vm = replace(vm, accel=prepared.accel)
+        return vm
+
+    def accel(self, prepared: QemuPrepared) -> Accel:
+        """The accelerator ``prepared`` starts with."""
+        if prepared.accel is not None:
+            return prepared.accel
+        settings, _ = split_settings(prepared.config.argv or ())
+        return settings.accel or self.options.accel
 
     def command_line(
         self, prepared: Prepared, taps: Sequence[str], fifo: Path | None = None
@@ -508,19 +568,55 @@ class QemuBackend(Backend):
 
             nursery.start_soon(exited)
             answered = False
+            stalled: str | None = None
             with contextlib.suppress(QmpError, OSError, trio.BrokenResourceError):
-                with trio.move_on_after(READY_TIMEOUT):
+                ready = trio.move_on_after(READY_TIMEOUT)
+                with ready:
                     async with open_qmp(prepared.qmp_socket, timeout=READY_TIMEOUT) as qmp:
                         await qmp.query_status(timeout=READY_TIMEOUT)
                         answered = True
+                        if self.accel(prepared) != "tcg":
+                            ready.deadline = trio.current_time() + PROGRESS_WINDOW + READY_TIMEOUT
+                            stalled = await self._kvm_stalled(qmp)
             if not answered:
                 # QMP closed without an answer: QEMU is on its way out (it
                 # refused the kernel); let the exit land before deciding
                 with trio.move_on_after(EXIT_SETTLE):
                     await vm.wait()
             nursery.cancel_scope.cancel()
-        if vm.result is not None:
+        if vm.result is not None and not answered:
             raise BackendError(f"QEMU exited at once ({vm.result[0]})")
+        # (a guest that ended while its progress was watched ran: it was created)
+        if stalled is None:
+            return
+        if self.accel(prepared) == "auto":
+            self.kvm_stalled.add((prepared.digest, tuple(prepared.config.argv or ())))
+            raise Relaunch(replace(prepared, accel="tcg"), f"{stalled}; starting it under TCG")
+        raise BackendError(f"{stalled}; start it with qemu.accel=tcg or qemu.accel=auto")
+
+    async def _kvm_stalled(self, qmp: QmpClient) -> str | None:
+        """Under KVM, wait for the guest's first :data:`PROGRESS_EXITS` device
+        exits; a reason if none came within :data:`PROGRESS_WINDOW`, else None
+        (also under TCG, and where QEMU has no KVM counters to ask)."""
+        kvm = await qmp.execute("query-kvm")
+        if not (isinstance(kvm, dict) and kvm.get("enabled")):
+            return None
+        seen: int | None = None
+        with trio.move_on_after(PROGRESS_WINDOW):
+            while True:
+                try:
+                    seen = device_exits(await qmp.query_stats("vcpu"))
+                    if seen is None or seen >= PROGRESS_EXITS:
+                        return None
+                    if await qmp.query_status() in FAILED_RUN_STATES:
+                        return None  # paused by a KVM internal error: the watchdog's case
+                except QmpCommandError:
+                    return None  # a QEMU without query-stats: no judgement
+                await trio.sleep(PROGRESS_POLL)
+        return (
+            f"KVM made no progress: {seen} device exits (I/O, MMIO, HLT) in the"
+            f" first {PROGRESS_WINDOW:g} s, {PROGRESS_EXITS} expected"
+        )
 
     async def stop(
         self, prepared: Prepared, vm: VmProcess, grace: float = DEFAULT_STOP_GRACE
@@ -583,6 +679,7 @@ __all__ = [
     "accel_args",
     "choose_machine",
     "command_line",
+    "device_exits",
     "find_qboot",
     "guest_exit_code",
     "pin_prefix",

@@ -23,6 +23,11 @@ from albatross_py.wire.errors import WireError
 #: image at 16 MiB (TLS), local creates have no cap.  64 MiB admits all of
 #: these while bounding what one hostile length prefix can make us allocate.
 MAX_FRAME_SIZE = 64 * 1024 * 1024
+#: Largest image (as sent, after compression) a create may carry: the whole
+#: create travels in one frame to albatrossd, and one MiB is left for the rest
+#: of the command.  Clients check it before sending; the TLS endpoint refuses
+#: a longer stream.
+MAX_IMAGE_SIZE = MAX_FRAME_SIZE - 1024 * 1024
 
 END_OF_STREAM = b"\x00\x00\x00\x00"
 

@@ -217,3 +217,106 @@ async def test_guest_pings_host_bridge(
     finally:
         net.destroy_tap_sync(tap)
     assert not net.interface_exists_sync(tap)
+
+
+@pytest.mark.slow
+@pytest.mark.system
+async def test_linux_guest_through_albatrossd_and_tls(
+    guest: LinuxGuest,
+    bridge: tuple[str, int],
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What a user does: the builder's own command lines, pasted as they are
+    (plus ``--destination``), deploy the guest through the TLS endpoint and
+    albatrossd with the default accelerator (``auto``: KVM where it makes
+    progress, TCG on this nested KVM); its kernel and userland lines come to
+    a remote ``console``, it pings across the bridge, a remote ``destroy``
+    leaves nothing behind."""
+    import shlex
+    import subprocess
+    import sys
+
+    from albatross_py.client.cli import main
+    from albatross_py.host import net
+    from albatross_py.wire.names import Name
+    from tests.integration.stack import stack
+    from tests.integration.test_client_remote import start_endpoint
+    from tests.system.test_qemu_vmmd import qemu_pids
+
+    bridge_name, n = bridge
+    pki = workdir / "pki"
+    pki.mkdir()
+    monkeypatch.chdir(pki)
+    assert main(["generate", "root", "db"]) == 0
+    assert main(["add-policy", "tenant", "2", "--mem", "512", "--block", "8",
+                 "--bridge", bridge_name, "--csr"]) == 0  # fmt: skip
+    assert main(["sign", "cacert.pem", "db", "root.key", "tenant.req"]) == 0
+    dest = ["-d", "127.0.0.1:{port}", "--ca", "tenant.pem", "--ca-key", "tenant.key",
+            "--server-ca", "cacert.pem"]  # fmt: skip
+    commands = [
+        shlex.split(line)
+        for line in linux_guest.deploy_commands(
+            guest, name="linux", bridge=bridge_name, ip=f"10.77.{n}.2/24", ping=f"10.77.{n}.1"
+        )
+    ]
+    assert [c[:2] for c in commands] == [
+        ["albatross-client", "create-block"],
+        ["albatross-client", "create"],
+        ["albatross-client", "console"],
+        ["albatross-client", "destroy"],
+    ]
+    before_qemu, before_taps = qemu_pids(), set(net.stale_taps_sync())
+
+    async def client(argv: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = await trio.to_thread.run_sync(main, argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    (workdir / "s").mkdir()
+    async with stack(workdir / "s") as s:
+        port = await start_endpoint(s, pki)
+        remote = [w.format(port=port) for w in dest]
+        for argv in commands[:2]:
+            code, out, err = await client([*argv[1:], *remote])
+            assert code == 0, (argv, out, err)
+        vm = s.sup.resources.find_unikernel(Name.of_string("tenant:linux"))
+        assert vm is not None and net.tap_master_sync(vm.taps[0]) == bridge_name
+
+        # the console, remotely, as a user runs it: a separate process
+        console = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from albatross_py.client.cli import main;"
+             " sys.exit(main())", *commands[2][1:], *remote],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            seen: list[str] = []
+
+            def read_until_ping() -> None:
+                assert console.stdout is not None
+                for line in console.stdout:
+                    seen.append(line)
+                    if "LINUX-GUEST: ping" in line:
+                        return
+
+            with trio.fail_after(PING_BOUND):
+                await trio.to_thread.run_sync(read_until_ping, abandon_on_cancel=True)
+        finally:
+            console.kill()
+            _, console_err = console.communicate(timeout=10)
+        text = "".join(seen)
+        assert PING_OK in text, f"{text}\n{console_err}"
+        assert "LINUX-GUEST: eth0" in text, text  # userland
+        assert "] Linux version" in text and "] Kernel command line" in text, text  # kernel
+        assert "qemu-system" not in text, text  # no QEMU warnings on the console
+        counters = net.counters_sync(vm.taps[0])
+        assert counters.rx_packets >= 3 and counters.tx_packets >= 3, counters
+
+        code, out, err = await client([*commands[3][1:], *remote])
+        assert code == 0 and "destroyed unikernel" in out, (out, err)
+        assert s.sup.resources.find_unikernel(Name.of_string("tenant:linux")) is None
+        assert set(net.stale_taps_sync()) == before_taps
+        assert list((s.tmpdir / "fifo").iterdir()) == []
+    assert qemu_pids() <= before_qemu

@@ -293,3 +293,47 @@ async def test_early_exit_is_explained(tmp_path: Path, kernel: bytes) -> None:
 
 def _logged(s: Stack) -> str:
     return (s.tmpdir.parent / "log" / "events.log").read_text()
+
+
+async def test_kvm_without_progress_falls_back_to_tcg(
+    tmp_path: Path, kernel: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``kvmstall`` spins before touching any device under KVM only, as a Debian
+    kernel does on this nested KVM: ``auto`` starts it again under TCG (and a
+    second start of that image goes to TCG at once); ``kvm`` refuses it."""
+    from albatross_py.wire.messages import Failure
+
+    before = qemu_pids()
+    async with stack(tmp_path) as s:
+        cfg = qemu(kernel, "kvmstall", "lines=3", "run")
+        assert await s.call("slow", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        assert "KVM made no progress: 0 device exits" in caplog.text
+        assert "starting it under TCG" in caplog.text
+        lines = await console_lines(s, "slow", "line 3")
+        assert any("tinyguest: booted" in line for line in lines), lines
+        vm = s.sup.resources.find_unikernel(Name.of_string("slow"))
+        argv = list(vm.process.argv)
+        assert argv[argv.index("-accel") + 1] == "tcg" and argv.count("-accel") == 1
+        assert len(qemu_pids() - before) == 1  # the KVM attempt is gone
+
+        caplog.clear()
+        assert await s.call("again", UnikernelCreate(cfg)) == ReplyString("created unikernel")
+        assert "no progress" not in caplog.text  # known image: TCG from the start
+        argv = list(s.sup.resources.find_unikernel(Name.of_string("again")).process.argv)
+        assert argv[argv.index("-accel") + 1] == "tcg"
+
+        # a guest that does make progress stays under KVM (QEMU's kvm-then-tcg list)
+        fine = qemu(kernel, "lines=1", "run")
+        assert await s.call("fine", UnikernelCreate(fine)) == ReplyString("created unikernel")
+        argv = list(s.sup.resources.find_unikernel(Name.of_string("fine")).process.argv)
+        assert argv[argv.index("-accel") + 1] == "kvm"
+
+        forced = qemu(kernel, "kvmstall", "run", "qemu.accel=kvm")
+        reply = await s.call("forced", UnikernelCreate(forced))
+        assert isinstance(reply, Failure), reply
+        assert "KVM made no progress" in reply.message and "qemu.accel=tcg" in reply.message
+        assert s.sup.resources.find_unikernel(Name.of_string("forced")) is None
+        for name in ("slow", "again", "fine"):
+            assert await s.call(name, UnikernelDestroy()) == ReplyString("destroyed unikernel")
+        assert list((s.tmpdir / "fifo").iterdir()) == []
+    assert qemu_pids() <= before

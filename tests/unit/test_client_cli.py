@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from albatross_py.client.parser import build_parser
 from albatross_py.client.remote import parse_destination
 from albatross_py.virt.solo5_elf import make_solo5_elf
 from albatross_py.wire.codec import decode_wire
+from albatross_py.wire.framing import MAX_IMAGE_SIZE
 from albatross_py.wire.messages import (
     BlockAdd,
     BlockSet,
@@ -116,6 +118,25 @@ def test_create_manifest_mismatch_is_a_cli_error(
     assert main(["create", "web", str(image), "--socket", "-"]) == 124
     assert "does not match with the manifest" in capsys.readouterr().err
     assert main(["create", "web", str(tmp_path / "missing"), "--socket", "-"]) == 124
+
+
+def test_an_image_over_the_frame_limit_is_refused_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "vmlinux"
+    with image.open("wb") as f:  # sparse: 1 byte over the limit, random at the end
+        f.truncate(MAX_IMAGE_SIZE - 4096)
+        f.seek(0, 2)
+        f.write(os.urandom(4097))
+    # a socket that does not exist: the refusal comes before any connection
+    argv = ["create", "big", str(image), "--typ", "qemu", "--socket", str(tmp_path / "none")]
+    assert main([*argv, "--compression-level", "0"]) == 124
+    err = capsys.readouterr().err
+    assert f"{MAX_IMAGE_SIZE + 1} bytes" in err and f"at most {MAX_IMAGE_SIZE} bytes" in err
+    assert "--compression-level 9" in err
+    # compressed it fits (zeros): the client goes on and fails to connect instead
+    assert main([*argv, "--compression-level", "9"]) != 124
+    assert "frame limit" not in capsys.readouterr().err
 
 
 def test_restart(capsys: pytest.CaptureFixture[str]) -> None:

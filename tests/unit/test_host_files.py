@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -218,15 +219,23 @@ def test_block_writer_exactly_full(layout: Layout) -> None:
 
 def test_dump_block(layout: Layout) -> None:
     name = n("foo:data")
-    content = os.urandom(5000) + b"\0" * (MIB - 5000)
-    files.create_block(layout, name, 1, data=content[:5000])
+    content = os.urandom(5000) + b"\0" * (3 * MIB - 5000)
+    files.create_block(layout, name, 3, data=content[:5000])
     plain = list(files.dump_block_chunks(layout, name, 0))
-    assert {len(c) for c in plain} == {4096}
-    assert len(plain) == MIB // 4096
+    assert {len(c) for c in plain} == {files.DUMP_CHUNK}
+    assert len(plain) == 3 * MIB // files.DUMP_CHUNK
     assert b"".join(plain) == content
     packed = list(files.dump_block_chunks(layout, name, 9))
     assert zlib.decompress(b"".join(packed)) == content
     assert sum(map(len, packed)) < MIB // 10
+    # zlib output is gathered: a compressible block is one frame, not one per read
+    assert len(packed) == 1
+    random_name = n("foo:random")
+    noise = os.urandom(3 * MIB)
+    files.create_block(layout, random_name, 3, data=noise)
+    packed = list(files.dump_block_chunks(layout, random_name, 1))
+    assert zlib.decompress(b"".join(packed)) == noise
+    assert all(len(c) >= files.DUMP_CHUNK for c in packed[:-1])
     with pytest.raises(HostFileError, match=r"^file does not exist$"):
         files.dump_block_chunks(layout, n("foo:none"))
     with pytest.raises(HostFileError, match="compression level"):
@@ -238,6 +247,36 @@ async def test_dump_block_async(layout: Layout) -> None:
     files.create_block(layout, name, 1, data=b"abc")
     out = [c async for c in files.dump_block(layout, name, 0)]
     assert b"".join(out)[:3] == b"abc" and len(b"".join(out)) == MIB
+
+
+async def test_send_block(layout: Layout) -> None:
+    name = n("foo:data")
+    noise = os.urandom(3 * MIB)
+    files.create_block(layout, name, 3, data=noise)
+    sent: list[bytes] = []
+
+    async def collect(chunk: bytes) -> None:
+        await trio.sleep(0)
+        sent.append(chunk)
+
+    await files.send_block(layout, name, 0, collect)
+    assert b"".join(sent) == noise
+    sent.clear()
+    await files.send_block(layout, name, 6, collect)
+    assert zlib.decompress(b"".join(sent)) == noise
+
+
+async def test_send_block_errors_are_themselves(layout: Layout) -> None:
+    name = n("foo:data")
+    files.create_block(layout, name, 3)
+
+    async def broken(chunk: bytes) -> None:
+        raise trio.BrokenResourceError("client went away")
+
+    with pytest.raises(trio.BrokenResourceError, match="went away"):
+        await files.send_block(layout, name, 0, broken)
+    with pytest.raises(HostFileError, match="does not exist"):
+        await files.send_block(layout, n("foo:none"), 0, broken)
 
 
 # -- atomic writes ------------------------------------------------------------
