@@ -166,6 +166,7 @@ def bench_size(
     make_image(image, size, args.random)
     block = f"disk{size}"
     run("create-block", f"tenant:{block}", str(size), *local)
+    run("set-block", f"tenant:{block}", str(image), *local)  # the floor copies the image too
     block_file = dbdir / "block" / f"tenant:{block}"
     cases: list[tuple[str, str, Callable[[], None]]] = [
         ("floor", "cat block file > unix socket > file", lambda: cat_to_socket(block_file, out)),

@@ -129,17 +129,29 @@ async def converse(
     try:
         if wire is not None:
             await _send_wire(conn, wire)
+        upload_error: BaseException | None = None
         if upload is not None:
             progress = Progress(upload.label, upload.total)
-            for chunk in upload.chunks:
-                if chunk:
-                    await conn.write_chunk(chunk)
-                    progress.advance(len(chunk))
-            await conn.write_end()
+            try:
+                for chunk in upload.chunks:
+                    if chunk:
+                        await conn.write_chunk(chunk)
+                        progress.advance(len(chunk))
+                await conn.write_end()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                # the daemon stopped reading: its reason is usually waiting
+                upload_error = exc
             progress.finish()
         answered = False
         while True:
-            reply = await conn.read_wire()
+            try:
+                reply = await conn.read_wire()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                if upload_error is None:
+                    raise
+                reply = None
+            if reply is None and upload_error is not None:
+                raise ConversationEnded(*classify_failure(upload_error))
             if reply is None:
                 if shape is Shape.READ and answered:
                     raise SubscriptionClosed

@@ -65,6 +65,11 @@ class OperationError(Exception):
     """A command failed; the message goes back as the ``Failure`` text."""
 
 
+class StateNotSaved(OperationError):
+    """The state file could not be written (disk full, I/O error); the
+    previous one is untouched (:func:`files.atomic_write`)."""
+
+
 @dataclass(eq=False)
 class Vm:
     """A running VM and everything it holds on the host."""
@@ -150,10 +155,37 @@ class Supervisor:
         )
 
     def dump(self) -> None:
+        """Write the state file, or raise :class:`StateNotSaved`.
+
+        A change that can be undone is undone when this fails, so memory and
+        file agree and the request is refused (create, policies, blocks); one
+        that cannot (a VM that is gone) is reported by :meth:`_dump_after`."""
         if not self.persist or self.shutting_down:
             return
-        files.atomic_write(self.layout.state_file, write_state(self.state()))
+        try:
+            files.atomic_write(self.layout.state_file, write_state(self.state()))
+        except OSError as exc:
+            raise StateNotSaved(
+                f"could not save the state file {self.layout.state_file}: {exc.strerror or exc}"
+            ) from None
         log.debug("dumped current state")
+
+    def _dump_after(self, done: str) -> str:
+        """The reply to a change that cannot be undone: ``done``, and if the
+        state could not be saved, that too (the next change saves it)."""
+        try:
+            self.dump()
+        except StateNotSaved as exc:
+            log.error("%s, but %s", done, exc)
+            return f"{done}, but {exc}; the next change saves it"
+        return done
+
+    def _dump_logged(self) -> None:
+        """Save the state from a background task: a failure is logged only."""
+        try:
+            self.dump()
+        except StateNotSaved as exc:
+            log.error("%s; the next change saves it", exc)
 
     # -- create ------------------------------------------------------------------
 
@@ -382,7 +414,7 @@ class Supervisor:
             decision = after_exit(vm.config, status)
             if decision.config is None:
                 log.info("unikernel %s exited (%s), not restarting", vm.name, status)
-                self.dump()
+                self._dump_logged()
                 return
             log.info("unikernel %s exited (%s), restarting", vm.name, status)
             self.events.emit(ev.UnikernelRestarting(vm.name, f"exited with {status}"))
@@ -406,7 +438,7 @@ class Supervisor:
                     await self._create_locked(name, config, dump=dump)
                 except OperationError as exc:
                     log.error("restarting %s failed: %s", name, exc)
-                    self.dump()
+                    self._dump_logged()
 
     def _cancel_restart(self, name: Name) -> bool:
         scope = self.restarting.pop(name, None)
@@ -461,7 +493,7 @@ class Supervisor:
             try:
                 await self._create_locked(name, old.config)
             except OperationError as again:
-                self.dump()
+                self._dump_logged()
                 raise OperationError(
                     f"{exc}; restoring the previous unikernel failed too: {again}"
                 ) from None
@@ -479,9 +511,9 @@ class Supervisor:
 
     def _not_running(self, name: Name) -> str:
         if self._cancel_restart(name):
-            self.dump()
+            reply = self._dump_after("destroyed: removed from restarting")
             self.events.emit(ev.UnikernelDestroyed(name))
-            return "destroyed: removed from restarting"
+            return reply
         raise OperationError("destroy: not found")
 
     async def destroy(self, name: Name) -> str:
@@ -491,9 +523,9 @@ class Supervisor:
                 return self._not_running(name)
             await self._stop(vm, "destroy")
             await self._forget(vm)
-            self.dump()
+            reply = self._dump_after("destroyed unikernel")
             self.events.emit(ev.UnikernelDestroyed(name))
-            return "destroyed unikernel"
+            return reply
 
     async def shutdown(self) -> None:
         """Stop every VM without persisting: the next start restores them all."""
@@ -559,23 +591,35 @@ class Supervisor:
 
     async def add_policy(self, path: tuple[str, ...], policy: Policy) -> str:
         async with self.lock:
-            if self.resources.find_policy(path) == policy:
+            old = self.resources.find_policy(path)
+            if old == policy:
                 return "no modification of policy"
             try:
                 self.resources.insert_policy(path, policy)
             except PolicyError as exc:
                 raise OperationError(str(exc)) from None
-            self.dump()
+            try:
+                self.dump()
+            except StateNotSaved:
+                if old is None:
+                    self.resources.remove_policy(path)
+                else:
+                    self.resources.insert_policy(path, old)
+                raise
             self.events.emit(ev.PolicyChanged(Name.of_path(path), policy))
             return "added policy"
 
     async def remove_policy(self, path: tuple[str, ...]) -> str:
         async with self.lock:
             try:
-                self.resources.remove_policy(path)
+                old = self.resources.remove_policy(path)
             except PolicyError as exc:
                 raise OperationError(str(exc)) from None
-            self.dump()
+            try:
+                self.dump()
+            except StateNotSaved:
+                self.resources.insert_policy(path, old)
+                raise
             self.events.emit(ev.PolicyChanged(Name.of_path(path), None))
             return "removed policy"
 
@@ -601,7 +645,15 @@ class Supervisor:
                 raise OperationError(f"cannot measure the block directory: {exc}") from None
             await self._create_block_file(name, size, data, compressed)
             self.resources.add_block(name, size)
-            self.dump()
+            try:
+                self.dump()
+            except StateNotSaved:
+                self.resources.remove_block(name)
+                try:
+                    await trio.to_thread.run_sync(files.destroy_block, self.layout, name)
+                except (OSError, files.HostFileError) as undo_exc:
+                    log.error("removing block device %s after a failed save: %s", name, undo_exc)
+                raise
             self.events.emit(ev.BlockChanged(name, size))
             return "added block device"
 
@@ -651,9 +703,9 @@ class Supervisor:
                 files.destroy_block(self.layout, name)
             except (OSError, files.HostFileError) as exc:  # gone already: forgotten all the same
                 log.warning("removing the file of block device %s: %s", name, exc)
-            self.dump()
+            reply = self._dump_after("removed block")
             self.events.emit(ev.BlockChanged(name, None))
-            return "removed block"
+            return reply
 
     async def claim_block(self, name: Name, what: str) -> int:
         """Mark an idle block device busy for a set or dump; return its size."""

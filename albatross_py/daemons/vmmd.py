@@ -223,8 +223,12 @@ class Vmmd:
             await files.set_block(
                 self.sup.layout, name, chunks, size_mb=size, compressed=compressed
             )
-        except (files.HostFileError, OSError) as exc:
+        except files.HostFileError as exc:
             raise OperationError(str(exc)) from None
+        except OSError as exc:  # the new content goes to a copy: the old one stays
+            raise OperationError(
+                f"could not write block device {name}: {exc.strerror or exc}; it is unchanged"
+            ) from None
         finally:
             await self.sup.release_block(name)
 

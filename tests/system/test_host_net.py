@@ -220,5 +220,8 @@ def test_batched_counters_equal_netlink(taps: Taps) -> None:
     first, second = taps.create(), taps.create()
     batched = net.counters_many_sync([first, second, "lo", "no-such-if0"])
     assert set(batched) == {first, second, "lo"}
-    for name in (first, second, "lo"):
+    for name in (first, second):  # idle: nothing changes between the two reads
         assert batched[name] == net.counters_sync(name), name
+    # lo carries whatever else this machine does meanwhile: it only grows
+    now = net.counters_sync("lo")
+    assert 0 < batched["lo"].rx_bytes <= now.rx_bytes and batched["lo"].tx_packets <= now.tx_packets
