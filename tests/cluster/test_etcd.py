@@ -159,21 +159,28 @@ async def test_killing_a_member_changes_nothing_a_client_sees(
     leader = next(
         m for m in etcd_cluster.members if m.name == _member_name(etcd_cluster, status["leader"])
     )
-    # and make the client's preferred member the leader, so failover is exercised
-    etcd._current = etcd.endpoints.index(leader.client_url)
     try:
-        etcd_cluster.kill(leader.name)
-        t0 = time.monotonic()
-        await etcd.put("fo/k", "after")
-        failover = time.monotonic() - t0
-        assert (await etcd.get("fo/k")).value == b"after"  # type: ignore[union-attr]
-        assert etcd.endpoint != leader.client_url
-        ok = await etcd.txn(E.Txn((E.value_is("fo/k", "after"),), (E.put("fo/k", "cas"),)))
-        assert ok.succeeded
+        async with etcd.lease(5) as lease:  # a host's registration, kept alive throughout
+            await etcd.put("fo/host", "up", lease=lease.id)
+            # make the client's preferred member the leader, so failover is exercised
+            etcd._current = etcd.endpoints.index(leader.client_url)
+            etcd_cluster.kill(leader.name)
+            t0 = trio.current_time()
+            await etcd.put("fo/k", "after")
+            failover = trio.current_time() - t0
+            assert (await etcd.get("fo/k")).value == b"after"  # type: ignore[union-attr]
+            assert etcd.endpoint != leader.client_url
+            ok = await etcd.txn(E.Txn((E.value_is("fo/k", "after"),), (E.put("fo/k", "cas"),)))
+            assert ok.succeeded
+            # past the TTL: the lease's keepalives went through the other members
+            await trio.sleep_until(t0 + 6)
+            assert (await etcd.get("fo/host")) is not None
+        assert not lease.lost.is_set()
         print(f"write after killing the leader took {failover:.2f} s")
     finally:
         etcd_cluster.restart(leader.name)
     assert (await etcd.get("fo/k")).value == b"cas"  # type: ignore[union-attr]
+    assert await etcd.get("fo/host") is None  # the lease was revoked on leaving the block
 
 
 def _member_name(cluster: EtcdCluster, member_id: str) -> str:
