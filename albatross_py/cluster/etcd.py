@@ -269,8 +269,15 @@ class Etcd:
                     self._rotate(i)
                     continue
                 if r.status_code == 200:
-                    reply = r.json()
-                    if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+                    try:
+                        reply = r.json()
+                    except ValueError:
+                        reply = None
+                    if not isinstance(reply, dict):
+                        raise EtcdError(
+                            method, 2, f"reply is not a JSON object: {r.text[:200]!r}", ep
+                        )
+                    if isinstance(reply.get("error"), dict):
                         err = _error_of(method, r.status_code, r.text, ep)
                     else:
                         if "result" in reply and isinstance(reply["result"], dict):
