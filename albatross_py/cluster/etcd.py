@@ -19,9 +19,11 @@ it relies on (measured against etcd 3.4.23):
 * a watch from a compacted revision is created and then canceled with
   ``compact_revision``: the caller must read the state anew (range) and watch
   from there -- :class:`Compacted`;
-* with ``Grpc-Metadata-hasleader: true`` a member cancels a watch when it loses
-  its leader, so a watch on a member cut off from the quorum does not go quiet
-  forever (etcd's own client sets the same metadata).
+* with ``Grpc-Metadata-hasleader: true`` (etcd's own client sends the same
+  metadata) a member without a leader refuses at once, code 14 ``etcdserver:
+  no leader``, where it would otherwise hold a write 7 s and answer ``context
+  deadline exceeded``, or accept a watch that never delivers; it also cancels
+  a running watch when it loses its leader.
 
 Failover: every call is tried on the members in turn, starting with the one
 that answered last, until one answers or ``retry_for`` seconds have passed
@@ -120,7 +122,13 @@ GRPC_UNAVAILABLE = 14
 #: codes that say "this member cannot serve now; another may": try the next one
 RETRY_CODES = frozenset({GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE})
 #: etcd's messages for a member without leader / in an election (code 14 or 2)
-_RETRY_MESSAGES = ("no leader", "leader changed", "timed out", "too many requests")
+_RETRY_MESSAGES = (
+    "no leader",
+    "leader changed",
+    "timed out",
+    "too many requests",
+    "context deadline exceeded",
+)
 
 
 class EtcdError(Exception):

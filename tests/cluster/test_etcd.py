@@ -183,6 +183,58 @@ async def test_killing_a_member_changes_nothing_a_client_sees(
     assert await etcd.get("fo/host") is None  # the lease was revoked on leaving the block
 
 
+async def test_without_quorum_a_clear_error_at_once(etcd_cluster: EtcdCluster, etcd: Etcd) -> None:
+    """Two of three members dead: the last one has no leader and says so."""
+    survivor, *others = etcd_cluster.members
+    lonely = Etcd([survivor.client_url], ssl_context=etcd_cluster.ssl_context(), retry_for=0.5)
+    try:
+        for m in others:
+            etcd_cluster.kill(m.name)
+        with trio.fail_after(10):  # until the survivor notices (an election timeout or so)
+            while True:
+                try:
+                    await lonely.status()  # served locally, refused once leaderless
+                except E.Unavailable:
+                    break
+                await trio.sleep(0.1)
+        t0 = trio.current_time()
+        with pytest.raises(E.Unavailable, match="no leader"):
+            await lonely.put("quorum/k", "v")
+        with pytest.raises(E.Unavailable, match="no leader"):
+            async for _ in lonely.watch("quorum/k"):
+                pass
+        # without the hasleader metadata the write would hang 7 s and time out: here
+        # the member says "no leader" at once, and the retries end after retry_for
+        assert trio.current_time() - t0 < 1.5
+    finally:
+        await lonely.aclose()
+        for m in others:
+            etcd_cluster.restart(m.name, wait=False)
+        etcd_cluster.wait_healthy()
+    assert await etcd.put("quorum/k", "back") > 0
+
+
+async def test_watch_idle_timeout_reconnects_without_loss(etcd: Etcd) -> None:
+    start = await etcd.put("idle/seed", "0")
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watcher() -> None:
+            async for batch in etcd.watch("idle/", prefix=True, start_revision=start + 1,
+                                          idle_timeout=0.2):  # fmt: skip
+                got.extend(ev.kv.value for ev in batch.events)
+                if len(got) == 8:
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watcher)
+        with trio.fail_after(15):
+            for i in range(8):
+                await trio.sleep(0.1 if i % 2 else 0.45)  # quiet spells beyond the idle timeout
+                await etcd.put(f"idle/{i}", str(i))
+            await trio.sleep_forever()
+    assert got == [str(i).encode() for i in range(8)]
+
+
 def _member_name(cluster: EtcdCluster, member_id: str) -> str:
     import http.client
     import json
